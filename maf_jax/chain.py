@@ -1,0 +1,85 @@
+"""Composition of bijections of one structure, applied with ``jax.lax.scan``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+__all__ = ["Chain"]
+
+
+@struct.dataclass
+class Chain:
+    """The composition ``t_n o ... o t_1`` of bijections stacked on a leading axis.
+
+    Scanning over the stack traces one bijection whatever ``n`` is, so compile time
+    does not grow with the number of transforms.
+
+    Attributes:
+        stacked: A bijection pytree whose array leaves have a leading axis ``n``;
+            slice ``i`` is ``t_{i+1}``.
+        batch_shape: Batch shape the bijections broadcast their inputs against
+            (the context batch shape), so that the scan carry keeps one shape.
+    """
+
+    stacked: Any
+    batch_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+
+    @classmethod
+    def stack(cls, bijections: Sequence[Any], batch_shape=()) -> Chain:
+        """Stacks bijections that share one tree structure, first applied first."""
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *bijections)
+        return cls(stacked, tuple(batch_shape))
+
+    def __len__(self) -> int:
+        return jax.tree.leaves(self.stacked)[0].shape[0]
+
+    def __getitem__(self, i: int):
+        """The ``i``-th bijection of the chain."""
+        return jax.tree.map(lambda leaf: leaf[i], self.stacked)
+
+    def _broadcast(self, x: jax.Array) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"expected an input of shape (*, features), got shape {x.shape}")
+        try:
+            lead = np.broadcast_shapes(x.shape[:-1], self.batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"input batch shape {x.shape[:-1]} does not broadcast with the "
+                f"batch shape {self.batch_shape}"
+            ) from None
+        return jnp.broadcast_to(x, (*lead, x.shape[-1]))
+
+    def _scan(self, method: str, x: jax.Array, reverse: bool):
+        x = self._broadcast(x)
+
+        def step(carry, bijection):
+            x, ladj = carry
+            x, step_ladj = getattr(bijection, method)(x)
+            return (x, ladj + step_ladj), None
+
+        init = (x, jnp.zeros(x.shape[:-1], x.dtype))
+        (x, ladj), _ = jax.lax.scan(step, init, self.stacked, reverse=reverse)
+        return x, ladj
+
+    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Applies ``t_1`` then ... ``t_n``; returns ``y`` and ``log|det dy/dx|``."""
+        return self._scan("forward_and_log_det", x, reverse=False)
+
+    def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Inverts ``t_n`` then ... ``t_1``; returns ``x`` and ``log|det dx/dy|``."""
+        return self._scan("inverse_and_log_det", y, reverse=True)
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        """Applies the chain; see ``forward_and_log_det``."""
+        return self.forward_and_log_det(x)[0]
+
+    def inverse(self, y: jax.Array) -> jax.Array:
+        """Inverts the chain; see ``inverse_and_log_det``."""
+        return self.inverse_and_log_det(y)[0]

@@ -1,0 +1,233 @@
+"""Flax NNX modules: the masked autoregressive transform and the MAF."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maf_jax.autoregressive import AutoregressiveTransform, _as_float
+from maf_jax.chain import Chain
+from maf_jax.distributions import DiagNormal, NormalizingFlow
+from maf_jax.masks import MadeLayout, check_order
+from maf_jax.nn import MaskedMLP
+from maf_jax.univariate import MonotonicAffineTransform
+
+__all__ = ["MAF", "MaskedAutoregressiveTransform", "Order"]
+
+
+class Order(nnx.Variable):
+    """A fixed feature order; not a trainable parameter."""
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _check_shapes(shapes) -> tuple[tuple[int, ...], ...]:
+    try:
+        shapes = tuple(tuple(int(d) for d in shape) for shape in shapes)
+    except TypeError:
+        raise ValueError(
+            f"shapes must be a sequence of parameter shapes such as ((), ()), got {shapes!r}"
+        ) from None
+    if not shapes or any(d < 1 for shape in shapes for d in shape):
+        raise ValueError(f"shapes must be a non-empty sequence of shapes, got {shapes!r}")
+    return shapes
+
+
+class MaskedAutoregressiveTransform(nnx.Module):
+    """Masked autoregressive transform: parameters of ``t(c)``.
+
+    Feature ``i`` of ``y = t(c).forward(x)`` is ``f(x_i; phi_i)`` where ``phi_i`` is
+    computed by a masked MLP from the context ``c`` and the features ``x_j`` with
+    ``order[j] // ceil(features / passes) < order[i] // ceil(features / passes)``.
+
+    Args:
+        features: The number of features ``D``.
+        context: The number of context features ``C``.
+        passes: Passes of the inverse: ``features`` (default) is fully
+            autoregressive, 2 a coupling transform.
+        order: Feature order, a permutation of ``range(features)``; ascending if
+            ``None``.
+        univariate: Constructor of the elementwise bijection from its parameters;
+            see ``maf_jax.univariate``.
+        shapes: Shape of each univariate parameter, per feature.
+        hidden_features: Sizes of the hidden layers.
+        activation: Nonlinearity of the network.
+        rngs: Random number generators for the initial weights.
+        param_dtype: The dtype of the parameters.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> t = MaskedAutoregressiveTransform(3, context=2, rngs=nnx.Rngs(0))
+        >>> y, ladj = t(jnp.ones(2)).forward_and_log_det(jnp.ones((5, 3)))
+        >>> y.shape, ladj.shape
+        ((5, 3), (5,))
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        passes: int | None = None,
+        order: Sequence[int] | None = None,
+        univariate: Callable = MonotonicAffineTransform,
+        shapes: Sequence[Sequence[int]] = ((), ()),
+        hidden_features: Sequence[int] = (64, 64),
+        activation: Callable = jax.nn.relu,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+    ):
+        features = _positive_int(features, "features")
+        context = _positive_int(context, "context", minimum=0)
+        passes = features if passes is None else _positive_int(passes, "passes")
+        order = np.arange(features) if order is None else check_order(order, features)
+        self.shapes = _check_shapes(shapes)
+        total = sum(math.prod(shape) for shape in self.shapes)
+        self.layout = MadeLayout(features, context, passes, tuple(hidden_features), total)
+        self.univariate = univariate
+        self.order = Order(jnp.asarray(order, jnp.int32))
+        self.hyper = MaskedMLP(
+            self.layout.masks, activation, rngs=rngs, param_dtype=param_dtype
+        )
+
+    @property
+    def features(self) -> int:
+        """The number of features."""
+        return self.layout.features
+
+    def _check_context(self, c):
+        expected = self.layout.context
+        if expected == 0:
+            if c is not None:
+                raise ValueError("this flow is unconditional (context=0): call it without c")
+            return None
+        if c is None:
+            raise ValueError(
+                f"this flow is conditional: call it with a context c of shape (*, {expected})"
+            )
+        c = _as_float(c, "c")
+        if c.ndim == 0 or c.shape[-1] != expected:
+            raise ValueError(
+                f"expected context c of shape (*, {expected}) (context={expected}), "
+                f"got shape {c.shape}"
+            )
+        return c
+
+    def __call__(self, c: jax.Array | None = None) -> AutoregressiveTransform:
+        """Returns the bijection from data to noise given the context ``c``.
+
+        Args:
+            c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
+        """
+        return AutoregressiveTransform(
+            weights=self.hyper.weights,
+            order=self.order[...],
+            context=self._check_context(c),
+            layout=self.layout,
+            univariate=self.univariate,
+            shapes=self.shapes,
+            activation=self.hyper.activation,
+        )
+
+
+class MAF(nnx.Module):
+    """Masked Autoregressive Flow: a stack of masked autoregressive transforms on
+    a standard normal base, with the interface of ``zuko.flows.MAF``.
+
+    Orders alternate between ascending and descending (or ``order`` and
+    ``features - 1 - order`` when an ``order`` is given), or are drawn at random
+    from ``rngs`` when ``randperm=True``.
+
+    Args:
+        features: The number of features.
+        context: The number of context features.
+        transforms: The number of autoregressive transforms.
+        randperm: Whether each transform gets a random feature order.
+        rngs: Random number generators for weights and permutations.
+        order: Feature order of the even transforms; odd ones are reversed.
+        param_dtype: The dtype of the parameters and of the base distribution.
+        **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
+            ``hidden_features``, ``activation``, ``univariate``, ``shapes``.
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> flow = MAF(3, context=4, rngs=nnx.Rngs(0))
+        >>> c = jax.random.normal(jax.random.key(1), (4,))
+        >>> x = flow(c).sample(jax.random.key(2))
+        >>> x.shape, flow(c).log_prob(x).shape
+        ((3,), ())
+
+    References:
+        Papamakarios et al., Masked Autoregressive Flow for Density Estimation,
+        2017, https://arxiv.org/abs/1705.07057
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        *,
+        rngs: nnx.Rngs,
+        order: Sequence[int] | None = None,
+        param_dtype=jnp.float32,
+        **kwargs,
+    ):
+        features = _positive_int(features, "features")
+        transforms = _positive_int(transforms, "transforms")
+        if randperm and order is not None:
+            raise ValueError("give either order or randperm=True, not both")
+        if randperm:
+            orders = [
+                np.asarray(jax.random.permutation(rngs.params(), features))
+                for _ in range(transforms)
+            ]
+        else:
+            first = np.arange(features) if order is None else check_order(order, features)
+            orders = [first, features - 1 - first]
+            orders = [orders[i % 2] for i in range(transforms)]
+        self.param_dtype = param_dtype
+        self.transforms = nnx.List(
+            MaskedAutoregressiveTransform(
+                features, context, order=o, rngs=rngs, param_dtype=param_dtype, **kwargs
+            )
+            for o in orders
+        )
+
+    @property
+    def features(self) -> int:
+        """The number of features."""
+        return self.transforms[0].layout.features
+
+    def __call__(self, c: jax.Array | None = None) -> NormalizingFlow:
+        """Returns the distribution ``p(x | c)``.
+
+        Args:
+            c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
+
+        Returns:
+            A ``NormalizingFlow`` of batch shape ``batch`` and event shape
+            ``(features,)``.
+        """
+        bijections = [t(c) for t in self.transforms]
+        context = bijections[0].context
+        batch_shape = () if context is None else context.shape[:-1]
+        zeros = jnp.zeros(self.features, self.param_dtype)
+        return NormalizingFlow(
+            transform=Chain.stack(bijections, batch_shape),
+            base=DiagNormal(zeros, jnp.ones_like(zeros)),
+            batch_shape=batch_shape,
+        )

@@ -1,0 +1,186 @@
+"""Degrees and boolean masks of masked autoregressive networks (MADE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["MadeLayout", "autoregressive_adjacency", "check_order", "ranks"]
+
+
+def check_order(order, features: int) -> np.ndarray:
+    """Validates that ``order`` is a permutation of ``range(features)``.
+
+    Args:
+        order: Integer sequence of shape ``(features,)``.
+        features: The number of features.
+
+    Returns:
+        The order as a NumPy integer array.
+
+    Raises:
+        ValueError: If ``order`` is not a permutation of ``range(features)``.
+    """
+    order = np.asarray(order)
+    if order.shape != (features,) or not np.issubdtype(order.dtype, np.integer):
+        raise ValueError(
+            f"order must be an integer permutation of range({features}), got "
+            f"shape {order.shape} and dtype {order.dtype}"
+        )
+    if not np.array_equal(np.sort(order), np.arange(features)):
+        raise ValueError(
+            f"order must be a permutation of range({features}), got {order.tolist()}"
+        )
+    return order.astype(np.int32)
+
+
+def ranks(order, passes: int) -> np.ndarray:
+    """Rank of each feature: ``order // ceil(features / passes)``.
+
+    Feature ``i`` may depend on feature ``j`` only if ``rank[j] < rank[i]``, so the
+    inverse is exact after one pass per distinct rank.
+
+    Args:
+        order: Permutation of ``range(features)``, shape ``(features,)``.
+        passes: Number of passes of the inverse, at least 1.
+
+    Returns:
+        Integer array of shape ``(features,)`` with values in ``[0, passes)``.
+    """
+    order = np.asarray(order)
+    return order // math.ceil(len(order) / passes)
+
+
+def autoregressive_adjacency(order, passes: int, context: int = 0) -> np.ndarray:
+    """Boolean adjacency ``A[i, j]``: output ``i`` may depend on input ``j``.
+
+    Inputs are the ``features`` followed by the ``context`` features; every output
+    depends on every context feature.
+
+    Returns:
+        Boolean array of shape ``(features, features + context)``.
+    """
+    rank = ranks(order, passes)
+    adjacency = rank[:, None] > rank[None, :]
+    return np.concatenate([adjacency, np.ones((len(rank), context), bool)], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MadeLayout:
+    """The structure of a masked MLP in the rank-sorted feature space.
+
+    Features are sorted by ``order`` so that feature ``p`` has rank ``p // block``.
+    Every hidden unit has a degree ``d``: it sees inputs of rank ``<= d`` (context
+    inputs have degree -1) and feeds outputs of rank ``> d``. Units are laid out by
+    ascending degree, a permutation that does not change the function, so that the
+    units that become final at each step of the inverse are contiguous.
+
+    Attributes:
+        features: The number of features ``D``.
+        context: The number of context features ``C``.
+        passes: The number of passes requested (clamped to ``features``).
+        hidden_features: Sizes of the hidden layers.
+        total: Number of univariate parameters per feature.
+    """
+
+    features: int
+    context: int
+    passes: int
+    hidden_features: tuple[int, ...]
+    total: int
+
+    def __post_init__(self):
+        for name in ("features", "passes", "total"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.context, (int, np.integer)) or self.context < 0:
+            raise ValueError(
+                f"context must be a non-negative integer, got {self.context!r}"
+            )
+        if not isinstance(self.hidden_features, Sequence) or any(
+            not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden_features
+        ):
+            raise ValueError(
+                "hidden_features must be a sequence of positive integers (a hidden "
+                f"layer needs at least one unit), got {self.hidden_features!r}"
+            )
+        object.__setattr__(self, "passes", min(int(self.passes), int(self.features)))
+        object.__setattr__(self, "hidden_features", tuple(map(int, self.hidden_features)))
+
+    @property
+    def block(self) -> int:
+        """Features per rank, ``ceil(features / passes)``."""
+        return math.ceil(self.features / self.passes)
+
+    @property
+    def steps(self) -> int:
+        """Number of distinct ranks, the steps of an exact inverse."""
+        return math.ceil(self.features / self.block)
+
+    @functools.cached_property
+    def input_degrees(self) -> np.ndarray:
+        """Degrees of the inputs: sorted feature ranks, then -1 for context."""
+        rank = np.arange(self.features) // self.block
+        return np.concatenate([rank, np.full(self.context, -1)])
+
+    @functools.cached_property
+    def output_ranks(self) -> np.ndarray:
+        """Rank of each output unit; output ``p * total + q`` is parameter ``q`` of
+        feature ``p``. Shape ``(features * total,)``."""
+        return np.repeat(np.arange(self.features) // self.block, self.total)
+
+    @functools.cached_property
+    def hidden_degrees(self) -> tuple[np.ndarray, ...]:
+        """Ascending degrees of the units of each hidden layer.
+
+        The first layer spreads its units evenly over the useful degrees (from -1
+        with context, or 0, up to ``steps - 2``); deeper layers over the degrees of
+        the layer below. The lowest degree is always present, so every output that
+        can have inputs has some.
+        """
+        useful = np.arange(-1 if self.context else 0, self.steps - 1)
+        if useful.size == 0:  # a single rank and no context: outputs are constants
+            useful = np.array([-1])
+        degrees = []
+        for size in self.hidden_features:
+            degree = useful[(np.arange(size) * useful.size) // size]
+            degrees.append(degree)
+            useful = np.unique(degree)
+        return tuple(degrees)
+
+    @functools.cached_property
+    def masks(self) -> tuple[np.ndarray, ...]:
+        """Boolean masks ``(in, out)`` of every layer, in the rank-sorted space."""
+        degrees = (self.input_degrees, *self.hidden_degrees)
+        masks = [a[:, None] <= b[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
+        masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
+        return tuple(masks)
+
+    @functools.cached_property
+    def windows(self) -> tuple[tuple[np.ndarray, int], ...]:
+        """Per hidden layer: the start of each step's window and its width.
+
+        At step ``s`` of the inverse the units of degree ``s - 1`` become final. The
+        window holds them; it may also hold units of higher degree (recomputed when
+        their own step comes) or, clamped at the end, units of lower degree
+        (recomputed to the same value). Starts have shape ``(steps,)``.
+        """
+        windows = []
+        for size, degree in zip(self.hidden_features, self.hidden_degrees):
+            counts = np.bincount(degree + 1, minlength=self.steps)
+            width = int(counts.max())
+            first = np.searchsorted(degree, np.arange(-1, self.steps - 1))
+            windows.append((np.minimum(first, size - width).astype(np.int32), width))
+        return tuple(windows)
+
+    @property
+    def feature_starts(self) -> np.ndarray:
+        """Start of the block of features of rank ``s``, clamped so that the block of
+        ``block`` features stays inside ``range(features)``. Shape ``(steps,)``."""
+        start = np.arange(self.steps) * self.block
+        return np.minimum(start, self.features - self.block).astype(np.int32)

@@ -1,0 +1,107 @@
+"""Flax NNX modules of masked networks and the pure function that applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = ["Mask", "MaskedLinear", "MaskedMLP", "mlp"]
+
+Weights = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+class Mask(nnx.Variable):
+    """A fixed boolean connectivity mask; not a trainable parameter."""
+
+
+def mlp(weights: Weights, activation: Callable, x: jax.Array) -> jax.Array:
+    """Applies a multilayer perceptron with the activation between layers.
+
+    Args:
+        weights: ``(kernel, bias)`` pairs, kernels of shape ``(in, out)`` with the
+            masks already applied.
+        activation: Elementwise nonlinearity.
+        x: Inputs of shape ``(*, in)``.
+
+    Returns:
+        Outputs of shape ``(*, out)`` of the last layer.
+    """
+    *hidden, (kernel, bias) = weights
+    for w, b in hidden:
+        x = activation(x @ w + b)
+    return x @ kernel + bias
+
+
+class MaskedLinear(nnx.Module):
+    """Linear layer ``y = x @ (W * M) + b`` with a fixed boolean mask ``M``.
+
+    Weights are drawn from ``N(0, 1 / n)`` where ``n`` is the number of inputs the
+    mask leaves to each unit, so masked units start at the scale of dense ones.
+
+    Args:
+        mask: Boolean array of shape ``(in_features, out_features)``.
+        rngs: Random number generators; ``rngs.params()`` draws the weights.
+        param_dtype: The dtype of the parameters.
+    """
+
+    def __init__(self, mask, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim != 2:
+            raise ValueError(f"mask must be 2-D (in, out), got shape {mask.shape}")
+        fan_in = np.maximum(mask.sum(axis=0), 1)
+        std = jnp.asarray(1.0 / np.sqrt(fan_in), param_dtype)
+        noise = jax.random.normal(rngs.params(), mask.shape, param_dtype)
+        self.in_features, self.out_features = mask.shape
+        self.mask = Mask(jnp.asarray(mask))
+        self.kernel = nnx.Param(jnp.where(mask, noise * std, 0))
+        self.bias = nnx.Param(jnp.zeros(mask.shape[1], param_dtype))
+
+    @property
+    def weights(self) -> tuple[jax.Array, jax.Array]:
+        """The masked kernel ``(in, out)`` and the bias ``(out,)``."""
+        return self.kernel[...] * self.mask[...], self.bias[...]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Returns ``x @ (W * M) + b`` for ``x`` of shape ``(*, in_features)``."""
+        kernel, bias = self.weights
+        return x @ kernel + bias
+
+
+class MaskedMLP(nnx.Module):
+    """Multilayer perceptron of masked linear layers.
+
+    Args:
+        masks: One boolean mask ``(in, out)`` per layer, consecutive shapes chaining.
+        activation: Nonlinearity between layers.
+        rngs: Random number generators.
+        param_dtype: The dtype of the parameters.
+    """
+
+    def __init__(
+        self,
+        masks: Sequence,
+        activation: Callable = jax.nn.relu,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+    ):
+        shapes = [np.shape(m) for m in masks]
+        if not shapes or any(a[1] != b[0] for a, b in zip(shapes[:-1], shapes[1:])):
+            raise ValueError(f"masks must be a non-empty chain (in, out), got {shapes}")
+        self.activation = activation
+        self.layers = nnx.List(
+            MaskedLinear(m, rngs=rngs, param_dtype=param_dtype) for m in masks
+        )
+
+    @property
+    def weights(self) -> Weights:
+        """The masked ``(kernel, bias)`` pair of every layer."""
+        return tuple(layer.weights for layer in self.layers)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the network to ``x`` of shape ``(*, in)``."""
+        return mlp(self.weights, self.activation, x)
