@@ -21,17 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from maf_jax._checks import check_event
 from maf_jax.masks import MadeLayout
 from maf_jax.nn import Weights, mlp
 
 __all__ = ["AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
-
-
-def _as_float(x, name: str) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
-    return x
 
 
 @struct.dataclass
@@ -63,14 +57,7 @@ class AutoregressiveTransform:
     # Shapes and the rank-sorted space.
 
     def _check(self, x, name: str) -> jax.Array:
-        x = _as_float(x, name)
-        features = self.layout.features
-        if x.ndim == 0 or x.shape[-1] != features:
-            raise ValueError(
-                f"expected {name} of shape (*, {features}) (features={features}), "
-                f"got shape {x.shape}"
-            )
-        return x
+        return check_event(x, self.layout.features, name)
 
     def _lead_shape(self, x: jax.Array) -> tuple[int, ...]:
         if self.context is None:
@@ -196,31 +183,43 @@ def incremental_inverse(t: AutoregressiveTransform, y: jax.Array):
     layers = [(kernel[:features], bias), *rest]
     *hidden, (out_kernel, out_bias) = layers
     widths = [width for _, width in layout.windows]
-    starts = [jnp.asarray(start) for start, _ in layout.windows]
+    starts = [start for start, _ in layout.windows]
     block = layout.block
 
     def window(a, start, width, axis=-1):
         return jax.lax.dynamic_slice_in_dim(a, start, width, axis=axis)
 
-    def step(carry, start):
-        xs, ladj, buffers = carry
-        *unit_starts, feature_start = start
-        below, new_buffers = xs, []
+    def hidden_step(xs, buffers, unit_starts):
+        below, updated = xs, []
         for (w, b), buffer, s, width in zip(hidden, buffers, unit_starts, widths):
             h = t.activation(below @ window(w, s, width) + window(b, s, width))
             below = jax.lax.dynamic_update_slice_in_dim(buffer, h, s, axis=1)
-            new_buffers.append(below)
+            updated.append(below)
+        return updated
+
+    def output_step(xs, ladj, below, feature_start):
         columns = (feature_start * total, block * total)
         phi = below @ window(out_kernel, *columns) + window(out_bias, *columns)
         u = t._univariate(phi.reshape(-1, block, total))
         x_block, ladj_block = u.inverse_and_log_det(window(ys, feature_start, block))
         xs = jax.lax.dynamic_update_slice_in_dim(xs, x_block, feature_start, axis=1)
         ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_block, feature_start, axis=1)
-        return (xs, ladj, new_buffers), None
+        return xs, ladj
+
+    def step(carry, start):
+        xs, ladj, buffers = carry
+        *unit_starts, feature_start = start
+        buffers = hidden_step(xs, buffers, unit_starts)
+        xs, ladj = output_step(xs, ladj, buffers[-1] if buffers else xs, feature_start)
+        return (xs, ladj, buffers), None
 
     n, dtype = ys.shape[0], jnp.result_type(ys, out_kernel)
     buffers = [jnp.zeros((n, w.shape[1]), dtype) for w, _ in hidden]
-    init = (jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype), buffers)
-    xs_steps = (*starts, jnp.asarray(layout.feature_starts))
-    (xs, ladj, _), _ = jax.lax.scan(step, init, xs_steps)
+    xs, ladj = jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype)
+    feature_starts = layout.feature_starts
+    first = layout.first_hidden_step
+    if first:  # step 0 without hidden work: rank-0 outputs are the biases
+        xs, ladj = output_step(xs, ladj, buffers[-1], feature_starts[0])
+    steps = tuple(jnp.asarray(a[first:]) for a in (*starts, feature_starts))
+    (xs, ladj, _), _ = jax.lax.scan(step, (xs, ladj, buffers), steps)
     return t._unflat(xs, ladj, lead)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from maf_jax._checks import check_event
 
 __all__ = ["DiagNormal", "NormalizingFlow"]
 
@@ -17,7 +20,7 @@ def _shape(shape) -> tuple[int, ...]:
         return (shape,)
     try:
         return tuple(int(s) for s in shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
 
 
@@ -68,23 +71,33 @@ class NormalizingFlow:
         """``(features,)``."""
         return jnp.shape(self.base.loc)[-1:]
 
+    @jax.jit
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Log-density of ``x`` of shape ``(*, features)``, broadcast against the
         batch shape; returns shape ``broadcast(*, batch_shape)``."""
+        x = check_event(x, self.event_shape[0], "x")
         z, ladj = self.transform.forward_and_log_det(x)
         return self.base.log_prob(z) + ladj
 
-    def rsample_and_log_prob(self, key: jax.Array, shape=()):
-        """Differentiable samples ``(*shape, *batch, features)`` and their
-        log-densities ``(*shape, *batch)``."""
-        z = self.base.sample(key, _shape(shape) + self.batch_shape)
+    @functools.partial(jax.jit, static_argnums=2)
+    def _rsample_and_log_prob(self, key: jax.Array, shape: tuple[int, ...]):
+        z = self.base.sample(key, shape + self.batch_shape)
         x, ladj = self.transform.inverse_and_log_det(z)
         return x, self.base.log_prob(z) - ladj
+
+    def rsample_and_log_prob(self, key: jax.Array, shape=()):
+        """Differentiable samples ``(*shape, *batch, features)`` and their
+        log-densities ``(*shape, *batch)``, in one sequential pass."""
+        return self._rsample_and_log_prob(key, _shape(shape))
 
     def rsample(self, key: jax.Array, shape=()) -> jax.Array:
         """Samples of shape ``(*shape, *batch, features)``, differentiable with
         respect to the flow's parameters (reparameterisation)."""
-        z = self.base.sample(key, _shape(shape) + self.batch_shape)
+        return self._rsample(key, _shape(shape))
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def _rsample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        z = self.base.sample(key, shape + self.batch_shape)
         return self.transform.inverse(z)
 
     def sample(self, key: jax.Array, shape=()) -> jax.Array:

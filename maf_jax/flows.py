@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maf_jax.autoregressive import AutoregressiveTransform, _as_float
+from maf_jax._checks import check_event, positive_int
+from maf_jax.autoregressive import AutoregressiveTransform
 from maf_jax.chain import Chain
 from maf_jax.distributions import DiagNormal, NormalizingFlow
 from maf_jax.masks import MadeLayout, check_order
@@ -22,13 +23,6 @@ __all__ = ["MAF", "MaskedAutoregressiveTransform", "Order"]
 
 class Order(nnx.Variable):
     """A fixed feature order; not a trainable parameter."""
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(f"{name} must be {kind} integer, got {value!r}")
-    return int(value)
 
 
 def _check_shapes(shapes) -> tuple[tuple[int, ...], ...]:
@@ -88,9 +82,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
     ):
-        features = _positive_int(features, "features")
-        context = _positive_int(context, "context", minimum=0)
-        passes = features if passes is None else _positive_int(passes, "passes")
+        features = positive_int(features, "features")
+        context = positive_int(context, "context", minimum=0)
+        passes = features if passes is None else positive_int(passes, "passes")
         order = np.arange(features) if order is None else check_order(order, features)
         self.shapes = _check_shapes(shapes)
         total = sum(math.prod(shape) for shape in self.shapes)
@@ -116,13 +110,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
             raise ValueError(
                 f"this flow is conditional: call it with a context c of shape (*, {expected})"
             )
-        c = _as_float(c, "c")
-        if c.ndim == 0 or c.shape[-1] != expected:
-            raise ValueError(
-                f"expected context c of shape (*, {expected}) (context={expected}), "
-                f"got shape {c.shape}"
-            )
-        return c
+        return check_event(c, expected, "context c", what="context")
 
     def __call__(self, c: jax.Array | None = None) -> AutoregressiveTransform:
         """Returns the bijection from data to noise given the context ``c``.
@@ -186,8 +174,8 @@ class MAF(nnx.Module):
         param_dtype=jnp.float32,
         **kwargs,
     ):
-        features = _positive_int(features, "features")
-        transforms = _positive_int(transforms, "transforms")
+        features = positive_int(features, "features")
+        transforms = positive_int(transforms, "transforms")
         if randperm and order is not None:
             raise ValueError("give either order or randperm=True, not both")
         if randperm:

@@ -161,6 +161,16 @@ class MadeLayout:
         masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
         return tuple(masks)
 
+    @property
+    def first_hidden_step(self) -> int:
+        """First step of the inverse that computes hidden units.
+
+        Without units of degree -1 (context only), step 0 has no hidden unit to
+        compute: the outputs of rank 0 are constants.
+        """
+        degrees = self.hidden_degrees
+        return 1 if degrees and degrees[0][0] >= 0 else 0
+
     @functools.cached_property
     def windows(self) -> tuple[tuple[np.ndarray, int], ...]:
         """Per hidden layer: the start of each step's window and its width.
@@ -168,12 +178,12 @@ class MadeLayout:
         At step ``s`` of the inverse the units of degree ``s - 1`` become final. The
         window holds them; it may also hold units of higher degree (recomputed when
         their own step comes) or, clamped at the end, units of lower degree
-        (recomputed to the same value). Starts have shape ``(steps,)``.
+        (recomputed to the same value). Starts have shape ``(steps,)``; the width
+        is the largest number of units of one degree.
         """
         windows = []
         for size, degree in zip(self.hidden_features, self.hidden_degrees):
-            counts = np.bincount(degree + 1, minlength=self.steps)
-            width = int(counts.max())
+            width = int(np.bincount(degree + 1).max())
             first = np.searchsorted(degree, np.arange(-1, self.steps - 1))
             windows.append((np.minimum(first, size - width).astype(np.int32), width))
         return tuple(windows)

@@ -1,0 +1,130 @@
+"""Table-driven tests of every bijection: round trip, log-determinants, structure."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import maf_jax
+from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse, incremental_inverse
+from maf_jax.masks import autoregressive_adjacency
+
+FEATURES = 5
+CONTEXT = 3
+
+# name: (flow or transform, constructor kwargs)
+CONFIGS = {
+    "default": ("transform", {}),
+    "passes1": ("transform", dict(passes=1, context=CONTEXT)),
+    "passes2": ("transform", dict(passes=2)),
+    "passes3_context": ("transform", dict(passes=3, context=CONTEXT)),
+    "order": ("transform", dict(order=[2, 0, 4, 1, 3])),
+    "odd_hidden_elu": ("transform", dict(hidden_features=(7, 11), activation=jax.nn.elu)),
+    "narrow": ("transform", dict(hidden_features=(3,), context=CONTEXT)),
+    "linear": ("transform", dict(hidden_features=())),
+    "maf": ("flow", dict(transforms=3)),
+    "maf_context": ("flow", dict(transforms=2, context=CONTEXT, passes=3)),
+    "maf_randperm": ("flow", dict(transforms=3, randperm=True, activation=jax.nn.elu)),
+    "maf_order": ("flow", dict(transforms=2, order=[1, 3, 0, 2, 4])),
+}
+
+
+def build(name):
+    kind, kwargs = CONFIGS[name]
+    rngs = nnx.Rngs(int.from_bytes(name.encode()[:4], "little"))
+    context = kwargs.get("context", 0)
+    c = jax.random.normal(jax.random.key(7), (context,)) if context else None
+    if kind == "transform":
+        t = MaskedAutoregressiveTransform(FEATURES, **kwargs, rngs=rngs)
+        return t(c)
+    return MAF(FEATURES, **kwargs, rngs=rngs)(c).transform
+
+
+@pytest.fixture(scope="module")
+def x():
+    return 1.5 * jax.random.normal(jax.random.key(0), (4, FEATURES))
+
+
+@jax.jit
+def roundtrip(bijection, x):
+    y, ladj = bijection.forward_and_log_det(x)
+    x_back, inverse_ladj = bijection.inverse_and_log_det(y)
+    jacobian = jax.vmap(jax.jacfwd(bijection.forward))(x)
+    return y, ladj, x_back, inverse_ladj, jacobian
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_bijection(name, x):
+    y, ladj, x_back, inverse_ladj, jacobian = roundtrip(build(name), x)
+    assert y.shape == x.shape and ladj.shape == x.shape[:1]
+    # float32: sequential inversion amplifies rounding by up to exp(max log-scale);
+    # tests/test_float64.py holds the same table to 1e-9.
+    np.testing.assert_allclose(x_back, x, rtol=1e-3, atol=1e-4)
+    sign, logdet = jnp.linalg.slogdet(jacobian)
+    np.testing.assert_array_equal(sign, 1.0)  # monotonic transforms keep orientation
+    np.testing.assert_allclose(ladj, logdet, atol=1e-4)
+    np.testing.assert_allclose(inverse_ladj, -ladj, atol=1e-4)
+    assert not np.allclose(y, x, atol=1e-2)  # not the identity by accident
+
+
+@pytest.mark.parametrize("name", [n for n, (kind, _) in CONFIGS.items() if kind == "transform"])
+def test_incremental_inverse_matches_full_pass(name, x):
+    bijection = build(name)
+    y = bijection.forward(x)
+    fast, fast_ladj = jax.jit(incremental_inverse)(bijection, y)
+    full, full_ladj = jax.jit(full_pass_inverse)(bijection, y)
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+    np.testing.assert_allclose(fast_ladj, full_ladj, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "order,passes,context",
+    [(None, None, 0), ([3, 0, 4, 2, 1], None, 2), ([1, 4, 0, 2, 3], 3, 0), (None, 2, 1)],
+)
+def test_jacobian_is_zero_where_the_order_forbids(order, passes, context):
+    t = MaskedAutoregressiveTransform(
+        FEATURES, context, passes, order, hidden_features=(24, 24),
+        activation=jax.nn.elu, rngs=nnx.Rngs(3),
+    )
+    c = jnp.ones(context) if context else None
+    jacobian = jax.jacfwd(t(c).forward)(jnp.linspace(-1.0, 1.0, FEATURES))
+    order = np.arange(FEATURES) if order is None else np.asarray(order)
+    allowed = autoregressive_adjacency(order, passes or FEATURES)[:, :FEATURES]
+    allowed |= np.eye(FEATURES, dtype=bool)
+    np.testing.assert_array_equal(jacobian[~allowed], 0.0)  # exactly zero
+    assert np.all(jacobian[allowed] != 0.0)  # elu: every allowed path carries signal
+
+
+def test_two_passes_give_a_coupling_jacobian():
+    t = MaskedAutoregressiveTransform(6, passes=2, rngs=nnx.Rngs(4), activation=jax.nn.elu)
+    jacobian = np.asarray(jax.jacfwd(t().forward)(jnp.linspace(-1.0, 1.0, 6)))
+    first, second = slice(0, 3), slice(3, 6)
+    for block in (jacobian[first, first], jacobian[second, second]):
+        np.testing.assert_array_equal(block, np.diag(np.diag(block)))  # elementwise
+    np.testing.assert_array_equal(jacobian[first, second], 0.0)
+    assert np.all(jacobian[second, first] != 0.0)  # conditioned on the first half
+
+
+def test_chain_matches_transforms_applied_in_turn(x):
+    flow = MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(5))
+    c = jnp.arange(CONTEXT, dtype=jnp.float32)
+    z, total = x, 0.0
+    for t in flow.transforms:
+        z, ladj = t(c).forward_and_log_det(z)
+        total = total + ladj
+    chain_z, chain_ladj = flow(c).transform.forward_and_log_det(x)
+    np.testing.assert_allclose(chain_z, z, atol=1e-6)
+    np.testing.assert_allclose(chain_ladj, total, atol=1e-5)
+    assert len(flow(c).transform) == 3
+    np.testing.assert_allclose(flow(c).transform[1].forward(x), flow.transforms[1](c).forward(x))
+
+
+def test_affine_univariate_by_hand():
+    t = maf_jax.MonotonicAffineTransform(jnp.array([0.5, -1.0]), jnp.array([0.0, 100.0]))
+    y, ladj = t.forward_and_log_det(jnp.array([2.0, 1.0]))
+    bound = -np.log(1e-3)
+    log_scale = 100.0 / (1 + 100.0 / bound)  # soft bound below -log(slope)
+    np.testing.assert_allclose(y, [2.5, np.exp(log_scale) - 1.0], rtol=1e-6)
+    np.testing.assert_allclose(ladj, [0.0, log_scale], rtol=1e-6)
+    assert log_scale < bound

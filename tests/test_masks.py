@@ -1,0 +1,127 @@
+"""Degrees and masks of the MADE network."""
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from maf_jax.masks import MadeLayout, autoregressive_adjacency, check_order, ranks
+
+
+def mask_product(masks):
+    """Boolean reachability through a chain of (in, out) masks."""
+    reach = masks[0].astype(int)
+    for m in masks[1:]:
+        reach = (reach @ m.astype(int)) > 0
+    return reach.astype(bool)
+
+
+def sorted_to_original(reach, order, features, context, total):
+    """Maps reachability in the rank-sorted space to adjacency (out, in) of features."""
+    cols = [order * total + q for q in range(total)]
+    rows = np.concatenate([order, features + np.arange(context)])
+    return np.all([reach[rows][:, c].T for c in cols], axis=0)
+
+
+LAYOUTS = [
+    # features, context, passes, hidden, total
+    (5, 0, 5, (8, 8), 2),
+    (5, 3, 5, (7, 11), 2),
+    (6, 0, 2, (4,), 2),
+    (7, 2, 3, (5, 5, 5), 3),
+    (1, 0, 1, (4,), 2),
+    (1, 2, 1, (3, 3), 1),
+    (4, 0, 1, (2,), 2),
+    (9, 1, 4, (), 2),
+]
+
+
+@pytest.mark.parametrize("features,context,passes,hidden,total", LAYOUTS)
+def test_mask_product_is_the_autoregressive_adjacency(features, context, passes, hidden, total):
+    layout = MadeLayout(features, context, passes, hidden, total)
+    order = np.random.default_rng(0).permutation(features)
+    reach = mask_product(layout.masks)
+    adjacency = sorted_to_original(reach, order, features, context, total)
+    np.testing.assert_array_equal(adjacency, autoregressive_adjacency(order, passes, context))
+
+
+def test_adjacency_by_hand():
+    # order [2, 0, 1], passes 3: feature 1 first, then 2, then 0.
+    expected = np.array(
+        [[0, 1, 1, 1], [0, 0, 0, 1], [0, 1, 0, 1]], dtype=bool
+    )
+    np.testing.assert_array_equal(autoregressive_adjacency([2, 0, 1], 3, context=1), expected)
+
+
+def test_ranks_follow_zuko():
+    np.testing.assert_array_equal(ranks(np.arange(7), 3), [0, 0, 0, 1, 1, 1, 2])
+    np.testing.assert_array_equal(ranks(np.arange(4)[::-1], 2), [1, 1, 0, 0])
+
+
+def test_hidden_degrees_spread_evenly_and_sorted():
+    layout = MadeLayout(5, 0, 5, (9, 3), 2)
+    first, second = layout.hidden_degrees
+    np.testing.assert_array_equal(first, [0, 0, 0, 1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(second, [0, 1, 2])
+    # a layer smaller than the number of degrees keeps the lowest one
+    narrow = MadeLayout(64, 0, 64, (4,), 2).hidden_degrees[0]
+    assert narrow[0] == 0 and len(set(narrow)) == 4
+
+
+def test_narrow_network_leaves_no_output_without_inputs():
+    layout = MadeLayout(40, 0, 40, (3, 2), 2)
+    reach = mask_product(layout.masks)  # (inputs, outputs)
+    rank_of_output = layout.output_ranks
+    assert reach[:, rank_of_output > 0].any(axis=0).all()
+    # nothing is reached that the order forbids
+    allowed = layout.input_degrees[:, None] < rank_of_output[None, :]
+    assert not (reach & ~allowed).any()
+
+
+def test_windows_cover_each_degree():
+    layout = MadeLayout(10, 2, 10, (23, 17), 2)
+    for degrees, (starts, width) in zip(layout.hidden_degrees, layout.windows):
+        for step, start in enumerate(starts):
+            units = np.flatnonzero(degrees == step - 1)
+            assert units.size == 0 or (start <= units.min() and units.max() < start + width)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(features=0), "features must be a positive integer"),
+        (dict(passes=0), "passes must be a positive integer"),
+        (dict(context=-1), "context must be a non-negative integer"),
+        (dict(hidden_features=(8, 0)), "hidden_features must be a sequence of positive"),
+        (dict(total=0), "total must be a positive integer"),
+    ],
+)
+def test_layout_errors(kwargs, match):
+    args = dict(features=3, context=0, passes=3, hidden_features=(8,), total=2) | kwargs
+    with pytest.raises(ValueError, match=match):
+        MadeLayout(**args)
+
+
+@pytest.mark.parametrize(
+    "order,match",
+    [([0, 1, 1], "permutation of range\\(3\\)"), ([0, 1], "shape \\(2,\\)"), ([0.0, 1.0, 2.0], "integer")],
+)
+def test_order_errors(order, match):
+    with pytest.raises(ValueError, match=match):
+        check_order(order, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    features=st.integers(1, 12),
+    context=st.integers(0, 3),
+    passes=st.integers(1, 12),
+    hidden=st.lists(st.integers(12, 20), max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_mask_product_property(features, context, passes, hidden, seed):
+    layout = MadeLayout(features, context, passes, tuple(hidden), 2)
+    order = np.random.default_rng(seed).permutation(features)
+    reach = mask_product(layout.masks)
+    adjacency = sorted_to_original(reach, order, features, context, 2)
+    np.testing.assert_array_equal(adjacency, autoregressive_adjacency(order, passes, context))
