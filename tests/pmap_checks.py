@@ -1,0 +1,91 @@
+"""Data-parallel training on 4 virtual CPU devices, run by test_parallel.py.
+
+XLA_FLAGS=--xla_force_host_platform_device_count=4 is set for this process only.
+"""
+
+import json
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from maf_jax import MAF
+
+DEVICES = 4
+flow = MAF(3, context=2, transforms=2, hidden_features=(16, 16), rngs=nnx.Rngs(0))
+graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+optimizer = optax.adam(1e-2)
+x = jax.random.normal(jax.random.key(1), (64, 3))
+c = jax.random.normal(jax.random.key(2), (64, 2))
+
+
+def loss(params, x, c):
+    return -nnx.merge(graphdef, params, rest)(c).log_prob(x).mean()
+
+
+def apply(params, state, grads):
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+
+@jax.jit
+def single_step(params, state, x, c):
+    return apply(params, state, jax.grad(loss)(params, x, c))
+
+
+def pmap_step(params, state, x, c):
+    grads = jax.lax.pmean(jax.grad(loss)(params, x, c), axis_name="devices")
+    return apply(params, state, grads)
+
+
+def train(step, params, state, x, c, steps=3):
+    for _ in range(steps):
+        params, state = step(params, state, x, c)
+    return params
+
+
+def reference():
+    return train(single_step, params, optimizer.init(params), x, c)
+
+
+def assert_close(a, b):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=2e-5, atol=2e-6)
+
+
+def check_devices():
+    assert jax.device_count() == DEVICES, jax.devices()
+
+
+def check_pmap():
+    replicate = lambda tree: jax.tree.map(lambda a: jnp.stack([a] * DEVICES), tree)
+    shard = lambda a: a.reshape(DEVICES, -1, *a.shape[1:])
+    step = jax.pmap(pmap_step, axis_name="devices")
+    replicated = train(step, replicate(params), replicate(optimizer.init(params)), shard(x), shard(c))
+    for i in range(DEVICES):
+        assert_close(jax.tree.map(lambda a: a[i], replicated), reference())
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a[0]) - np.asarray(b)).max(), replicated, params)
+    assert max(jax.tree.leaves(moved)) > 1e-3  # training changed the parameters
+
+
+def check_sharded_jit():
+    mesh = jax.make_mesh((DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    xs, cs = jax.device_put(x, batch), jax.device_put(c, batch)
+    sharded = train(single_step, params, optimizer.init(params), xs, cs)
+    assert_close(sharded, reference())
+
+
+if __name__ == "__main__":
+    results = {}
+    for name, check in [("devices", check_devices), ("pmap", check_pmap), ("sharded_jit", check_sharded_jit)]:
+        try:
+            check()
+            results[name] = ""
+        except Exception:
+            results[name] = traceback.format_exc()[-3000:]
+    print(json.dumps(results))
