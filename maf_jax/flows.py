@@ -100,6 +100,11 @@ class MaskedAutoregressiveTransform(nnx.Module):
         """The number of features."""
         return self.layout.features
 
+    @property
+    def context(self) -> int:
+        """The number of context features."""
+        return self.layout.context
+
     def _check_context(self, c):
         expected = self.layout.context
         if expected == 0:
@@ -199,6 +204,11 @@ class MAF(nnx.Module):
     def features(self) -> int:
         """The number of features."""
         return self.transforms[0].layout.features
+
+    @property
+    def context(self) -> int:
+        """The number of context features."""
+        return self.transforms[0].layout.context
 
     def __call__(self, c: jax.Array | None = None) -> NormalizingFlow:
         """Returns the distribution ``p(x | c)``.

@@ -1,0 +1,200 @@
+"""Maximum-likelihood training: ``fit`` a flow to data with early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from maf_jax.data import DataError, check_rows, split
+from maf_jax.standardize import Standardized
+
+__all__ = ["History", "fit", "mean_log_prob"]
+
+
+@dataclasses.dataclass
+class History:
+    """What happened during ``fit``.
+
+    Attributes:
+        train_loss: Mean training NLL (nats) of every epoch.
+        val_nll: Validation NLL after every epoch (empty without validation).
+        best_epoch: Epoch (0-based) whose parameters were kept.
+        steps: Optimiser steps taken.
+        stopped: Why training ended: ``"completed"``, ``"early stopping"`` or a
+            message about a non-finite loss.
+    """
+
+    train_loss: list[float] = dataclasses.field(default_factory=list)
+    val_nll: list[float] = dataclasses.field(default_factory=list)
+    best_epoch: int = -1
+    steps: int = 0
+    stopped: str = "completed"
+
+
+def _nll(model_def, params, rest, x, c):
+    return -nnx.merge(model_def, params, rest)(c).log_prob(x)
+
+
+def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[float, float]:
+    """Mean log-likelihood of the rows of ``data`` in nats, and its standard error.
+
+    Args:
+        model: A flow, called as ``model(c)``.
+        data: Array ``(n, features)``.
+        context: Array ``(n, context)`` or ``None``.
+        batch_size: Rows per jitted evaluation.
+    """
+    graphdef, state = nnx.split(model)
+    log_probs = []
+
+    @jax.jit
+    def log_prob(state, x, c):
+        return nnx.merge(graphdef, state)(c).log_prob(x)
+
+    for start in range(0, len(data), batch_size):
+        c = None if context is None else context[start : start + batch_size]
+        log_probs.append(np.asarray(log_prob(state, data[start : start + batch_size], c)))
+    log_probs = np.concatenate(log_probs).astype(np.float64)
+    return float(log_probs.mean()), float(log_probs.std(ddof=1) / math.sqrt(len(log_probs)))
+
+
+def fit(
+    flow: nnx.Module,
+    data,
+    *,
+    key: jax.Array,
+    context=None,
+    batch_size: int = 256,
+    epochs: int | None = None,
+    steps: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    validation: float = 0.1,
+    patience: int | None = 10,
+    standardize: bool = True,
+    progress: bool = True,
+) -> tuple[nnx.Module, History]:
+    """Fits ``flow`` to ``data`` by maximum likelihood with one jitted train step.
+
+    Rows are shuffled and a ``validation`` fraction held out; after every epoch
+    the validation NLL is measured, the best parameters are kept and training
+    stops after ``patience`` epochs without improvement. A non-finite loss stops
+    training with a warning and keeps the last good parameters.
+
+    Args:
+        flow: The flow, e.g. ``MAF(features, context)``; trained in place.
+        data: Array ``(n, features)``.
+        key: PRNG key for the split and the shuffling.
+        context: Array ``(n, context)`` for a conditional flow, else ``None``.
+        batch_size: Rows per step.
+        epochs: Passes over the training rows (default 20 when ``steps`` is not
+            given).
+        steps: Optimiser steps, instead of ``epochs``.
+        optimizer: An optax transformation; Adam with learning rate 1e-3 if
+            ``None``.
+        validation: Fraction of rows held out, in ``[0, 1)``.
+        patience: Epochs without validation improvement before stopping; ``None``
+            never stops early.
+        standardize: Whether to fit on standardised data, the statistics being
+            stored in the returned ``Standardized`` model.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The trained model (``Standardized(flow, ...)`` when ``standardize``) and the
+        ``History``.
+    """
+    data = check_rows(data, "data", flow.features)
+    if flow.context and context is None:
+        raise DataError(f"the flow is conditional: give a context of shape (rows, {flow.context})")
+    if context is not None:
+        if not flow.context:
+            raise DataError("the flow is unconditional (context=0) but a context was given")
+        context = check_rows(context, "context", flow.context)
+        if len(context) != len(data):
+            raise DataError(
+                f"context has {len(context)} rows but data has {len(data)}: they must match"
+            )
+    if epochs is not None and steps is not None:
+        raise ValueError("give epochs or steps, not both")
+    if not 0 <= validation < 1:
+        raise ValueError(f"validation must be a fraction in [0, 1), got {validation}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+
+    split_key, key = jax.random.split(key)
+    train, val = split(len(data), (1 - validation, validation), split_key)
+    pick = lambda a, rows: None if a is None else jnp.asarray(a[rows], jnp.float32)
+    x_train, c_train, x_val, c_val = pick(data, train), pick(context, train), pick(data, val), pick(context, val)
+    model = flow
+    if standardize and not isinstance(flow, Standardized):
+        model = Standardized.from_data(flow, data[train], None if context is None else context[train])
+
+    optimizer = optimizer or optax.adam(1e-3)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt_state = optimizer.init(params)
+    batch = min(batch_size, len(train))
+    per_epoch = len(train) // batch
+    if steps is not None:
+        epochs = math.ceil(steps / per_epoch)
+    epochs = 20 if epochs is None else epochs
+
+    @jax.jit
+    def evaluate(params):
+        return _nll(graphdef, params, rest, x_val, c_val).mean()
+
+    @jax.jit
+    def run(params, opt_state, rows):
+        def step(carry, rows):
+            params, opt_state = carry
+            c = None if c_train is None else c_train[rows]
+            loss_fn = lambda p: _nll(graphdef, p, rest, x_train[rows], c).mean()
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), rows)
+        return params, opt_state, losses
+
+    history, best, best_params, waited = History(), math.inf, params, 0
+    bar = tqdm(range(epochs), disable=not progress, unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        key, shuffle = jax.random.split(key)
+        count = per_epoch if steps is None else min(per_epoch, steps - history.steps)
+        rows = jax.random.permutation(shuffle, len(train))[: count * batch].reshape(count, batch)
+        new_params, new_state, losses = run(params, opt_state, rows)
+        loss = float(losses.mean())
+        if not math.isfinite(loss):
+            history.stopped = (
+                f"non-finite training loss at epoch {epoch}: stopped, keeping the "
+                f"parameters of epoch {epoch - 1 if validation == 0 else history.best_epoch}"
+            )
+            warnings.warn(history.stopped, RuntimeWarning, stacklevel=2)
+            break
+        params, opt_state = new_params, new_state
+        history.steps += count
+        history.train_loss.append(loss)
+        postfix = {"loss": f"{loss:.4f}"}
+        if len(val):
+            nll = float(evaluate(params))
+            history.val_nll.append(nll)
+            postfix["val_nll"] = f"{nll:.4f}"
+            if nll < best:
+                best, best_params, history.best_epoch, waited = nll, params, epoch, 0
+            else:
+                waited += 1
+        else:
+            best_params, history.best_epoch = params, epoch
+        bar.set_postfix(postfix)
+        if patience is not None and len(val) and waited >= patience:
+            history.stopped = "early stopping"
+            break
+    bar.close()
+    nnx.update(model, best_params)
+    return model, history
