@@ -39,21 +39,22 @@ def mlp(weights: Weights, activation: Callable, x: jax.Array) -> jax.Array:
 class MaskedLinear(nnx.Module):
     """Linear layer ``y = x @ (W * M) + b`` with a fixed boolean mask ``M``.
 
-    Weights are drawn from ``N(0, 1 / n)`` where ``n`` is the number of inputs the
-    mask leaves to each unit, so masked units start at the scale of dense ones.
+    Weights are drawn from ``N(0, gain^2 / n)`` where ``n`` is the number of inputs
+    the mask leaves to each unit, so masked units start at the scale of dense ones.
 
     Args:
         mask: Boolean array of shape ``(in_features, out_features)``.
         rngs: Random number generators; ``rngs.params()`` draws the weights.
         param_dtype: The dtype of the parameters.
+        gain: Scale of the initial weights.
     """
 
-    def __init__(self, mask, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+    def __init__(self, mask, *, rngs: nnx.Rngs, param_dtype=jnp.float32, gain: float = 1.0):
         mask = np.asarray(mask, dtype=bool)
         if mask.ndim != 2:
             raise ValueError(f"mask must be 2-D (in, out), got shape {mask.shape}")
         fan_in = np.maximum(mask.sum(axis=0), 1)
-        std = jnp.asarray(1.0 / np.sqrt(fan_in), param_dtype)
+        std = jnp.asarray(gain / np.sqrt(fan_in), param_dtype)
         noise = jax.random.normal(rngs.params(), mask.shape, param_dtype)
         self.in_features, self.out_features = mask.shape
         self.mask = Mask(jnp.asarray(mask))
@@ -79,6 +80,9 @@ class MaskedMLP(nnx.Module):
         activation: Nonlinearity between layers.
         rngs: Random number generators.
         param_dtype: The dtype of the parameters.
+        output_gain: Scale of the initial weights of the last layer; small values
+            start a flow close to the identity, so that training starts from the
+            base density rather than from a random distortion of it.
     """
 
     def __init__(
@@ -88,13 +92,16 @@ class MaskedMLP(nnx.Module):
         *,
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
+        output_gain: float = 1e-2,
     ):
         shapes = [np.shape(m) for m in masks]
         if not shapes or any(a[1] != b[0] for a, b in zip(shapes[:-1], shapes[1:])):
             raise ValueError(f"masks must be a non-empty chain (in, out), got {shapes}")
         self.activation = activation
+        gains = [1.0] * (len(masks) - 1) + [output_gain]
         self.layers = nnx.List(
-            MaskedLinear(m, rngs=rngs, param_dtype=param_dtype) for m in masks
+            MaskedLinear(m, rngs=rngs, param_dtype=param_dtype, gain=g)
+            for m, g in zip(masks, gains)
         )
 
     @property

@@ -26,3 +26,26 @@ def run_checks(script: str, env: dict | None = None, timeout: float = 600) -> di
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scramble(module, seed: int = 0, gain: float = 1.0):
+    """Redraws every masked layer as N(0, gain^2 / fan_in), biases N(0, 0.1^2).
+
+    Flows start near the identity; tests of structure need a generic function.
+    """
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from maf_jax.nn import MaskedLinear
+
+    key = jax.random.key(seed)
+    for _, layer in nnx.iter_graph(module):
+        if isinstance(layer, MaskedLinear):
+            key, k_w, k_b = jax.random.split(key, 3)
+            mask = layer.mask[...]
+            fan_in = np.maximum(np.asarray(mask).sum(0), 1)
+            dtype = layer.kernel[...].dtype
+            layer.kernel[...] = jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in) * mask
+            layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
+    return module

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
+from conftest import scramble  # noqa: E402
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse  # noqa: E402
 
 F64 = jnp.float64
@@ -25,7 +26,7 @@ TRANSFORMS = {
 
 
 def transform_check(kwargs):
-    t = MaskedAutoregressiveTransform(5, **kwargs, rngs=nnx.Rngs(0), param_dtype=F64)
+    t = scramble(MaskedAutoregressiveTransform(5, **kwargs, rngs=nnx.Rngs(0), param_dtype=F64))
     c = jnp.linspace(-1, 1, kwargs["context"]) if kwargs.get("context") else None
     b = t(c)
     x = jax.random.normal(jax.random.key(1), (4, 5), F64)
@@ -41,8 +42,8 @@ def transform_check(kwargs):
 
 
 def grads_check():
-    flow = MAF(3, context=2, transforms=2, hidden_features=(8, 8), activation=jax.nn.elu,
-               rngs=nnx.Rngs(0), param_dtype=F64)
+    flow = scramble(MAF(3, context=2, transforms=2, hidden_features=(8, 8), activation=jax.nn.elu,
+                        rngs=nnx.Rngs(0), param_dtype=F64))
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
     c = jnp.array([0.5, -0.3])
     x = jax.random.normal(jax.random.key(2), (3, 3), F64)

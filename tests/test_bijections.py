@@ -9,6 +9,7 @@ from flax import nnx
 import maf_jax
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse, incremental_inverse
 from maf_jax.masks import autoregressive_adjacency
+from conftest import scramble
 
 FEATURES = 5
 CONTEXT = 3
@@ -36,9 +37,9 @@ def build(name):
     context = kwargs.get("context", 0)
     c = jax.random.normal(jax.random.key(7), (context,)) if context else None
     if kind == "transform":
-        t = MaskedAutoregressiveTransform(FEATURES, **kwargs, rngs=rngs)
+        t = scramble(MaskedAutoregressiveTransform(FEATURES, **kwargs, rngs=rngs))
         return t(c)
-    return MAF(FEATURES, **kwargs, rngs=rngs)(c).transform
+    return scramble(MAF(FEATURES, **kwargs, rngs=rngs))(c).transform
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +84,10 @@ def test_incremental_inverse_matches_full_pass(name, x):
     [(None, None, 0), ([3, 0, 4, 2, 1], None, 2), ([1, 4, 0, 2, 3], 3, 0), (None, 2, 1)],
 )
 def test_jacobian_is_zero_where_the_order_forbids(order, passes, context):
-    t = MaskedAutoregressiveTransform(
+    t = scramble(MaskedAutoregressiveTransform(
         FEATURES, context, passes, order, hidden_features=(24, 24),
         activation=jax.nn.elu, rngs=nnx.Rngs(3),
-    )
+    ))
     c = jnp.ones(context) if context else None
     jacobian = jax.jacfwd(t(c).forward)(jnp.linspace(-1.0, 1.0, FEATURES))
     order = np.arange(FEATURES) if order is None else np.asarray(order)
@@ -97,7 +98,7 @@ def test_jacobian_is_zero_where_the_order_forbids(order, passes, context):
 
 
 def test_two_passes_give_a_coupling_jacobian():
-    t = MaskedAutoregressiveTransform(6, passes=2, rngs=nnx.Rngs(4), activation=jax.nn.elu)
+    t = scramble(MaskedAutoregressiveTransform(6, passes=2, rngs=nnx.Rngs(4), activation=jax.nn.elu))
     jacobian = np.asarray(jax.jacfwd(t().forward)(jnp.linspace(-1.0, 1.0, 6)))
     first, second = slice(0, 3), slice(3, 6)
     for block in (jacobian[first, first], jacobian[second, second]):
@@ -107,7 +108,7 @@ def test_two_passes_give_a_coupling_jacobian():
 
 
 def test_chain_matches_transforms_applied_in_turn(x):
-    flow = MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(5))
+    flow = scramble(MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(5)))
     c = jnp.arange(CONTEXT, dtype=jnp.float32)
     z, total = x, 0.0
     for t in flow.transforms:
