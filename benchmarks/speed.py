@@ -1,0 +1,270 @@
+"""Speed of maf_jax against zuko, flowjax and an unmasked dense MLP, side by side.
+
+Each (library, D) runs in its own process, for an honest peak-memory figure and so
+that one library's threads do not disturb another's. Workload: 5 transforms, hidden
+(128, 128); train step (log_prob + grad + Adam) at batch 512; log_prob at batch 4096;
+sampling 4096, fully autoregressive and with passes=2 where the library has it.
+
+    python benchmarks/speed.py                       # D in 8 16 64 256, all libraries
+    python benchmarks/speed.py --features 64 --libraries maf_jax dense
+
+Writes benchmarks/results/speed.json, speed.md and speed.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TRANSFORMS, HIDDEN, TRAIN_BATCH, BATCH = 5, 128, 512, 4096
+LIBRARIES = ("maf_jax", "dense", "flowjax", "zuko")
+HERE = Path(__file__).parent
+
+
+def median_time(fn, repeat: int) -> float:
+    """Median wall time of ``fn()`` in seconds; ``fn`` must block until done."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def timed_compile(jitted, *args):
+    """Compile time of a jitted function, and the compiled executable."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return time.perf_counter() - start, compiled
+
+
+def run_jax(library: str, features: int, repeat: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    key = jax.random.key(0)
+    x_train = jax.random.normal(key, (TRAIN_BATCH, features))
+    x = jax.random.normal(key, (BATCH, features))
+    optimizer = optax.adam(1e-3)
+    result = {}
+
+    if library == "maf_jax":
+        from flax import nnx
+
+        from maf_jax import MAF
+
+        def make(passes):
+            flow = MAF(features, transforms=TRANSFORMS, hidden_features=(HIDDEN, HIDDEN), passes=passes,
+                       rngs=nnx.Rngs(0))
+            graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+            log_prob = lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x)
+            sample = lambda p, k: nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
+            return params, log_prob, sample
+
+        params, log_prob, sample = make(None)
+        params2, _, sample2 = make(2)
+    elif library == "flowjax":
+        import equinox as eqx
+        from flowjax.distributions import Normal
+        from flowjax.flows import masked_autoregressive_flow
+
+        flow = masked_autoregressive_flow(
+            key, base_dist=Normal(jnp.zeros(features)), flow_layers=TRANSFORMS, nn_width=HIDDEN,
+            nn_depth=2, invert=True,
+        )
+        params, static = eqx.partition(flow, eqx.is_inexact_array)
+        log_prob = lambda p, x: eqx.combine(p, static).log_prob(x)
+        sample = lambda p, k: eqx.combine(p, static).sample(k, (BATCH,))
+        sample2 = None
+    else:  # dense: the unmasked MLP of the same shapes, the roofline for training
+        sizes = [features, HIDDEN, HIDDEN, 2 * features]
+        keys = jax.random.split(key, TRANSFORMS * 3)
+        params = [
+            [(jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
+             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+            for t in range(TRANSFORMS)
+        ]
+
+        def log_prob(params, x):
+            ladj = 0.0
+            for layers in params:
+                h = x
+                for w, b in layers[:-1]:
+                    h = jax.nn.relu(h @ w + b)
+                shift, scale = jnp.split(h @ layers[-1][0] + layers[-1][1], 2, axis=-1)
+                x = x * jnp.exp(scale) + shift
+                ladj = ladj + scale.sum(-1)
+            return -0.5 * (x**2).sum(-1) + ladj
+
+        sample = sample2 = None
+
+    @jax.jit
+    def train_step(params, state, x):
+        loss, grads = jax.value_and_grad(lambda p: -log_prob(p, x).mean())(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    state = optimizer.init(params)
+    compile_train, train_c = timed_compile(train_step, params, state, x_train)
+    compile_lp, lp_c = timed_compile(jax.jit(log_prob), params, x)
+    result["train_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(train_c(params, state, x_train)), repeat)
+    result["log_prob_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(lp_c(params, x)), repeat)
+    result["compile_train_s"] = compile_train
+    memory = [train_c.memory_analysis(), lp_c.memory_analysis()]
+    if sample is not None:
+        compile_sample, sample_c = timed_compile(jax.jit(sample), params, key)
+        result["sample_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(sample_c(params, key)), repeat)
+        result["compile_sample_s"] = compile_sample
+        memory.append(sample_c.memory_analysis())
+    if sample2 is not None:
+        _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
+        result["sample_passes2_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(sample2_c(params2, key)), repeat)
+    result["xla_temp_mb"] = max(m.temp_size_in_bytes for m in memory if m is not None) / 2**20
+    return result
+
+
+def run_zuko(features: int, repeat: int) -> dict:
+    import torch
+    import zuko
+
+    torch.manual_seed(0)
+    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN])
+    flow2 = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    x_train, x = torch.randn(TRAIN_BATCH, features), torch.randn(BATCH, features)
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = -flow().log_prob(x_train).mean()
+        loss.backward()
+        optimizer.step()
+
+    def no_grad(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+        return run
+
+    train_step()  # warm up
+    return dict(
+        train_ms=1e3 * median_time(train_step, repeat),
+        log_prob_ms=1e3 * median_time(no_grad(lambda: flow().log_prob(x)), repeat),
+        sample_ms=1e3 * median_time(no_grad(lambda: flow().sample((BATCH,))), max(3, repeat // 3)),
+        sample_passes2_ms=1e3 * median_time(no_grad(lambda: flow2().sample((BATCH,))), repeat),
+    )
+
+
+def child(library: str, features: int, repeat: int) -> None:
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run_zuko(features, repeat) if library == "zuko" else run_jax(library, features, repeat)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.update(library=library, features=features, peak_rss_delta_mb=(peak - baseline) / 1024)
+    print(json.dumps(result))
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table with ratios against maf_jax at the same D."""
+    by = {(r["library"], r["features"]): r for r in results}
+    lines = [
+        "| D | library | train step (ms) | log_prob (ms) | sample (ms) | sample / log_prob "
+        "| sample passes=2 (ms) | compile train+sample (s) | XLA temp (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v, f="{:.1f}": "n/a" if v is None else f.format(v)
+    for d in sorted({r["features"] for r in results}):
+        for lib in LIBRARIES:
+            r = by.get((lib, d))
+            if r is None:
+                continue
+            compile_s = None
+            if "compile_sample_s" in r:
+                compile_s = r["compile_train_s"] + r["compile_sample_s"]
+            ratio = r["sample_ms"] / r["log_prob_ms"] if r.get("sample_ms") else None
+            lines.append(
+                f"| {d} | {lib} | {fmt(r['train_ms'])} | {fmt(r['log_prob_ms'])} | "
+                f"{fmt(r.get('sample_ms'))} | {fmt(ratio)} | {fmt(r.get('sample_passes2_ms'))} | "
+                f"{fmt(compile_s, '{:.2f}')} | {fmt(r.get('xla_temp_mb'))} |"
+            )
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict]) -> str:
+    """The targets of the fast path, at each D."""
+    by = {(r["library"], r["features"]): r for r in results}
+    out = []
+    for d in sorted({r["features"] for r in results}):
+        m = by.get(("maf_jax", d))
+        if m is None:
+            continue
+        line = [f"D={d}: sample/log_prob {m['sample_ms'] / m['log_prob_ms']:.2f}",
+                f"passes=2 sample/log_prob {m['sample_passes2_ms'] / m['log_prob_ms']:.2f}"]
+        if ("dense", d) in by:
+            line.append(f"train / dense MLP {m['train_ms'] / by[('dense', d)]['train_ms']:.2f}")
+        for peer in ("zuko", "flowjax"):
+            if (peer, d) in by:
+                p = by[(peer, d)]
+                line.append(f"{peer} sample / ours {p['sample_ms'] / m['sample_ms']:.1f}x")
+                line.append(f"{peer} train / ours {p['train_ms'] / m['train_ms']:.2f}x")
+        if ("flowjax", d) in by:
+            f = by[("flowjax", d)]
+            ours = m["compile_train_s"] + m["compile_sample_s"]
+            line.append(f"compile ours / flowjax {ours / (f['compile_train_s'] + f['compile_sample_s']):.2f}")
+        out.append("- " + ", ".join(line))
+    return "\n".join(out)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    for ax, metric in zip(axes, ("train_ms", "log_prob_ms", "sample_ms")):
+        for lib in LIBRARIES:
+            rows = sorted((r["features"], r[metric]) for r in results if r["library"] == lib and r.get(metric))
+            if rows:
+                ax.plot(*zip(*rows), marker="o", label=lib)
+        ax.set(xscale="log", yscale="log", xlabel="features D", ylabel="ms", title=metric[:-3])
+        ax.legend()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=int, nargs="+", default=[8, 16, 64, 256])
+    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.repeat)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for d in args.features:
+        for lib in args.libraries:
+            cmd = [sys.executable, __file__, "--child", lib, str(d), "--repeat", str(args.repeat)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+            if proc.returncode:
+                print(f"{lib} D={d} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    (args.out / "speed.json").write_text(json.dumps(results, indent=1))
+    report = f"{table(results)}\n\n{ratios(results)}\n"
+    (args.out / "speed.md").write_text(report)
+    plot(results, args.out / "speed.png")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
