@@ -23,6 +23,7 @@ from flax import struct
 
 from maf_jax._checks import check_event
 from maf_jax.masks import MadeLayout
+from maf_jax.schedule import Block, Layer, schedule
 from maf_jax.nn import Weights, mlp
 
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
@@ -30,6 +31,8 @@ __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental
 # Rows per chunk of the incremental inverse: its buffers, (rows, hidden) per layer,
 # then stay in the L2 cache across the steps (benchmarks/sampling_chunks.py).
 CHUNK = 512
+# Blocks of the incremental inverse; None: about sqrt(steps) (maf_jax/schedule.py).
+BLOCKS = None
 
 
 @struct.dataclass
@@ -80,6 +83,21 @@ class AutoregressiveTransform:
     def _unsort(self, x: jax.Array) -> jax.Array:
         return jnp.take(x, self.order, axis=-1)
 
+    def _original_weights(self) -> Weights:
+        """The weights for features in their original order: feature ``i`` sits at
+        sorted position ``order[i]``, so the first kernel's rows and the last
+        layer's outputs are gathered by ``order``. Gathering weights instead of
+        activations keeps gathers and their scatter gradients off the batch."""
+        features, total = self.layout.features, self.layout.total
+        (kernel, bias), *rest = self.weights
+        kernel = jnp.concatenate([kernel[:features][self.order], kernel[features:]])
+        layers = [(kernel, bias), *rest]
+        w, b = layers[-1]
+        w = w.reshape(w.shape[0], features, total)[:, self.order].reshape(w.shape)
+        b = b.reshape(features, total)[self.order].reshape(b.shape)
+        layers[-1] = (w, b)
+        return tuple(layers)
+
     def _univariate(self, phi: jax.Array):
         """Splits raw outputs ``(*, n, total)`` into the univariate parameters."""
         params, offset = [], 0
@@ -89,24 +107,27 @@ class AutoregressiveTransform:
             offset += size
         return self.univariate(*params)
 
-    def _conditioner(self, xs: jax.Array, context: jax.Array | None):
-        """Univariate bijection for sorted inputs ``xs`` of shape ``(N, D)``."""
-        inputs = xs if context is None else jnp.concatenate([xs, context], axis=-1)
-        phi = mlp(self.weights, self.activation, inputs)
-        return self._univariate(phi.reshape(*xs.shape, self.layout.total))
+    def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
+        """Univariate bijection for rows ``x`` ``(N, D)`` in the order of ``weights``."""
+        inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
+        phi = mlp(weights, self.activation, inputs)
+        return self._univariate(phi.reshape(*x.shape, self.layout.total))
 
-    def _flat(self, x: jax.Array):
-        """Sorts, broadcasts against the context and flattens to ``(N, D)``."""
+    def _flat(self, x: jax.Array, sort: bool = False):
+        """Broadcasts against the context and flattens to ``(N, D)``; sorts by
+        ``order`` if ``sort``."""
         lead = self._lead_shape(x)
-        xs = jnp.broadcast_to(self._sort(x), (*lead, x.shape[-1])).reshape(-1, x.shape[-1])
+        x = self._sort(x) if sort else x
+        x = jnp.broadcast_to(x, (*lead, x.shape[-1])).reshape(-1, x.shape[-1])
         context = None
         if self.context is not None:
             context = jnp.broadcast_to(self.context, (*lead, self.context.shape[-1]))
-            context = context.reshape(xs.shape[0], -1)
-        return xs, context, lead
+            context = context.reshape(x.shape[0], -1)
+        return x, context, lead
 
-    def _unflat(self, xs: jax.Array, ladj: jax.Array, lead):
-        return self._unsort(xs).reshape(*lead, -1), ladj.sum(-1).reshape(lead)
+    def _unflat(self, x: jax.Array, ladj: jax.Array, lead, unsort: bool = False):
+        x = self._unsort(x) if unsort else x
+        return x.reshape(*lead, -1), ladj.sum(-1).reshape(lead)
 
     # The bijection.
 
@@ -120,9 +141,9 @@ class AutoregressiveTransform:
             ``y`` of shape ``(*, features)`` and ``log|det dy/dx|`` of shape ``(*)``,
             ``*`` broadcast against the context batch shape.
         """
-        xs, context, lead = self._flat(self._check(x, "x"))
-        ys, ladj = self._conditioner(xs, context).forward_and_log_det(xs)
-        return self._unflat(ys, ladj, lead)
+        x, context, lead = self._flat(self._check(x, "x"))
+        y, ladj = self._conditioner(x, context, self._original_weights()).forward_and_log_det(x)
+        return self._unflat(y, ladj, lead)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Noise to data with ``incremental_inverse``; returns ``x`` and
@@ -151,15 +172,16 @@ def full_pass_inverse(t: AutoregressiveTransform, y: jax.Array):
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
-    ys, context, lead = t._flat(t._check(y, "y"))
+    y, context, lead = t._flat(t._check(y, "y"))
+    weights = t._original_weights()
 
     def step(carry, _):
-        xs, _ = carry
-        return t._conditioner(xs, context).inverse_and_log_det(ys), None
+        x, _ = carry
+        return t._conditioner(x, context, weights).inverse_and_log_det(y), None
 
-    init = (jnp.zeros_like(ys), jnp.zeros_like(ys))
-    (xs, ladj), _ = jax.lax.scan(step, init, length=t.layout.steps)
-    return t._unflat(xs, ladj, lead)
+    init = (jnp.zeros_like(y), jnp.zeros_like(y))
+    (x, ladj), _ = jax.lax.scan(step, init, length=t.layout.steps)
+    return t._unflat(x, ladj, lead)
 
 
 def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | None = CHUNK):
@@ -180,7 +202,7 @@ def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | N
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
-    ys, context, lead = t._flat(t._check(y, "y"))
+    ys, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
     (kernel, bias), *rest = t.weights
     layers = [(kernel[:features], bias), *rest]
@@ -193,7 +215,7 @@ def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | N
             return _incremental(t, [(kernel[:features], rows_bias), *rest], ys)
 
         xs, ladj = _in_chunks(solve, chunk, ys, rows_bias)
-    return t._unflat(xs, ladj, lead)
+    return t._unflat(xs, ladj, lead, unsort=True)
 
 
 def _in_chunks(solve: Callable, chunk: int | None, *rows: jax.Array):
@@ -209,46 +231,90 @@ def _in_chunks(solve: Callable, chunk: int | None, *rows: jax.Array):
 
 
 def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
-    """The incremental inverse of rows ``ys`` ``(n, D)``, in the sorted space."""
-    layout, total, block = t.layout, t.layout.total, t.layout.block
-    *hidden, (out_kernel, out_bias) = layers
-    widths = [width for _, width in layout.windows]
-    starts = [start for start, _ in layout.windows]
+    """The incremental inverse of rows ``ys`` ``(n, D)``, in the sorted space.
 
-    def window(a, start, width, axis=-1):
-        return jax.lax.dynamic_slice_in_dim(a, start, width, axis=axis)
+    Buffers are kept unit-major, ``(units, n)``, so that windows and ranges of
+    units are contiguous rows. See ``maf_jax/schedule.py`` for the blocks.
+    """
+    total, block = t.layout.total, t.layout.block
+    params = [(w.T, b.T) for w, b in layers]  # (out, in), (out,) or (out, n)
+    ys = ys.T
 
-    def hidden_step(xs, buffers, unit_starts):
-        below, updated = xs, []
-        for (w, b), buffer, s, width in zip(hidden, buffers, unit_starts, widths):
-            h = t.activation(below @ window(w, s, width) + window(b, s, width))
-            below = jax.lax.dynamic_update_slice_in_dim(buffer, h, s, axis=1)
-            updated.append(below)
-        return updated
+    def rows(a, start, size):
+        return jax.lax.dynamic_slice_in_dim(a, start, size, axis=0)
 
-    def output_step(xs, ladj, below, feature_start):
-        columns = (feature_start * total, block * total)
-        phi = below @ window(out_kernel, *columns) + window(out_bias, *columns)
-        u = t._univariate(phi.reshape(-1, block, total))
-        x_block, ladj_block = u.inverse_and_log_det(window(ys, feature_start, block))
-        xs = jax.lax.dynamic_update_slice_in_dim(xs, x_block, feature_start, axis=1)
-        ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_block, feature_start, axis=1)
-        return xs, ladj
+    def column(b):
+        return b[:, None] if b.ndim == 1 else b
 
-    def step(carry, start):
+    def outer(w, b, below, work: Layer):
+        """Contributions of the inputs final before the block, plus the bias."""
+        lo, hi = work.rows
+        pre = column(b[lo:hi])
+        if work.before:
+            pre = pre + w[lo:hi, : work.before] @ below[: work.before]
+        return jnp.broadcast_to(pre, (hi - lo, below.shape[1]))
+
+    def inner(w_inside, pre, below, work: Layer, start):
+        """A window's pre-activations: ``pre`` plus the inputs final in the block,
+        ``w_inside`` being the weights of those inputs."""
+        value = rows(pre, start - work.rows[0], work.width)
+        i, j = work.inside
+        if j > i:
+            value = value + rows(w_inside, start, work.width) @ below[i:j]
+        return value
+
+    def univariate(phi):
+        """Parameters from unit-major outputs ``(block * total, n)``, each of shape
+        ``(block, n, *shape)``, without transposing parameters of shape ``()``."""
+        phi, params, offset = phi.reshape(block, total, -1), [], 0
+        for shape in t.shapes:
+            size = math.prod(shape)
+            part = phi[:, offset : offset + size]
+            params.append(part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(block, -1, *shape))
+            offset += size
+        return t.univariate(*params)
+
+    def run(plan: Block, carry):
         xs, ladj, buffers = carry
-        *unit_starts, feature_start = start
-        buffers = hidden_step(xs, buffers, unit_starts)
-        xs, ladj = output_step(xs, ladj, buffers[-1] if buffers else xs, feature_start)
-        return (xs, ladj, buffers), None
+        *hidden, (out_w, out_b) = params
+        hidden = hidden if plan.hidden else []
+        # The outer products read only what is final before the block: once, up front.
+        pres, below = [], xs
+        for (w, b), buffer, work in zip(hidden, buffers, plan.layers):
+            pres.append(outer(w, b, below, work))
+            below = buffer
+        below = buffers[-1] if buffers else xs
+        out_pre = outer(out_w, out_b, below, plan.output)
 
-    n, dtype = ys.shape[0], jnp.result_type(ys, out_kernel)
-    buffers = [jnp.zeros((n, w.shape[1]), dtype) for w, _ in hidden]
-    xs, ladj = jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype)
-    feature_starts = layout.feature_starts
-    first = layout.first_hidden_step
-    if first:  # step 0 without hidden work: rank-0 outputs are the biases
-        xs, ladj = output_step(xs, ladj, buffers[-1], feature_starts[0])
-    steps = tuple(jnp.asarray(a[first:]) for a in (*starts, feature_starts))
-    (xs, ladj, _), _ = jax.lax.scan(step, (xs, ladj, buffers), steps)
-    return xs, ladj
+        inside = [w[:, slice(*work.inside)] for (w, _), work in zip(hidden, plan.layers)]
+        out_inside = out_w[:, slice(*plan.output.inside)]
+
+        def step(carry, start):
+            xs, ladj, buffers = carry
+            *unit_starts, feature_start = start
+            below, updated = xs, []
+            for w, pre, buffer, work, s in zip(inside, pres, buffers, plan.layers, unit_starts):
+                h = t.activation(inner(w, pre, below, work, s))
+                below = jax.lax.dynamic_update_slice_in_dim(buffer, h, s, axis=0)
+                updated.append(below)
+            buffers = updated if hidden else buffers
+            below = buffers[-1] if buffers else xs
+            phi = inner(out_inside, out_pre, below, plan.output, feature_start * total)
+            u = univariate(phi)
+            x_block, ladj_block = u.inverse_and_log_det(rows(ys, feature_start, block))
+            xs = jax.lax.dynamic_update_slice_in_dim(xs, x_block, feature_start, axis=0)
+            ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_block, feature_start, axis=0)
+            return (xs, ladj, buffers), None
+
+        starts = (*(work.starts for work in plan.layers[: len(hidden)]), plan.feature_starts)
+        if len(plan.steps) == 1:
+            return step(carry, [int(a[0]) for a in starts])[0]
+        return jax.lax.scan(step, carry, tuple(map(jnp.asarray, starts)))[0]
+
+    n, dtype = ys.shape[1], jnp.result_type(ys, params[-1][0])
+    buffers = [jnp.zeros((w.shape[0], n), dtype) for w, _ in params[:-1]]
+    carry = (jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype), buffers)
+    for plan in schedule(t.layout, BLOCKS):
+        carry = run(plan, carry)
+    xs, ladj, _ = carry
+    return xs.T, ladj.T

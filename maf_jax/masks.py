@@ -138,17 +138,24 @@ class MadeLayout:
     def hidden_degrees(self) -> tuple[np.ndarray, ...]:
         """Ascending degrees of the units of each hidden layer.
 
-        The first layer spreads its units evenly over the useful degrees (from -1
-        with context, or 0, up to ``steps - 2``); deeper layers over the degrees of
-        the layer below. The lowest degree is always present, so every output that
-        can have inputs has some.
+        The first layer gives each useful degree (from -1 with context, or 0, up to
+        ``steps - 2``) the same number of units, the remainder going to the lowest
+        degree, so that every step of the inverse computes as many units; a layer
+        with fewer units than degrees spreads them evenly. Deeper layers use the
+        degrees of the layer below. The lowest degree is always present, so every
+        output that can have inputs has some.
         """
         useful = np.arange(-1 if self.context else 0, self.steps - 1)
         if useful.size == 0:  # a single rank and no context: outputs are constants
             useful = np.array([-1])
         degrees = []
         for size in self.hidden_features:
-            degree = useful[(np.arange(size) * useful.size) // size]
+            if size >= useful.size:
+                counts = np.full(useful.size, size // useful.size)
+                counts[0] += size % useful.size
+                degree = np.repeat(useful, counts)
+            else:
+                degree = useful[(np.arange(size) * useful.size) // size]
             degrees.append(degree)
             useful = np.unique(degree)
         return tuple(degrees)
@@ -160,37 +167,3 @@ class MadeLayout:
         masks = [a[:, None] <= b[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
         masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
         return tuple(masks)
-
-    @property
-    def first_hidden_step(self) -> int:
-        """First step of the inverse that computes hidden units.
-
-        Without units of degree -1 (context only), step 0 has no hidden unit to
-        compute: the outputs of rank 0 are constants.
-        """
-        degrees = self.hidden_degrees
-        return 1 if degrees and degrees[0][0] >= 0 else 0
-
-    @functools.cached_property
-    def windows(self) -> tuple[tuple[np.ndarray, int], ...]:
-        """Per hidden layer: the start of each step's window and its width.
-
-        At step ``s`` of the inverse the units of degree ``s - 1`` become final. The
-        window holds them; it may also hold units of higher degree (recomputed when
-        their own step comes) or, clamped at the end, units of lower degree
-        (recomputed to the same value). Starts have shape ``(steps,)``; the width
-        is the largest number of units of one degree.
-        """
-        windows = []
-        for size, degree in zip(self.hidden_features, self.hidden_degrees):
-            width = int(np.bincount(degree + 1).max())
-            first = np.searchsorted(degree, np.arange(-1, self.steps - 1))
-            windows.append((np.minimum(first, size - width).astype(np.int32), width))
-        return tuple(windows)
-
-    @property
-    def feature_starts(self) -> np.ndarray:
-        """Start of the block of features of rank ``s``, clamped so that the block of
-        ``block`` features stays inside ``range(features)``. Shape ``(steps,)``."""
-        start = np.arange(self.steps) * self.block
-        return np.minimum(start, self.features - self.block).astype(np.int32)

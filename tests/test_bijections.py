@@ -117,7 +117,7 @@ def test_chain_matches_transforms_applied_in_turn(x):
         z, ladj = t(c).forward_and_log_det(z)
         total = total + ladj
     chain_z, chain_ladj = flow(c).transform.forward_and_log_det(x)
-    np.testing.assert_allclose(chain_z, z, atol=1e-6)
+    np.testing.assert_allclose(chain_z, z, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(chain_ladj, total, atol=1e-5)
     assert len(flow(c).transform) == 3
     np.testing.assert_allclose(flow(c).transform[1].forward(x), flow.transforms[1](c).forward(x))
