@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 from maf_jax.masks import MadeLayout, autoregressive_adjacency, check_order, ranks
+from maf_jax.schedule import schedule
 
 
 def mask_product(masks):
@@ -78,12 +79,38 @@ def test_narrow_network_leaves_no_output_without_inputs():
     assert not (reach & ~allowed).any()
 
 
-def test_windows_cover_each_degree():
-    layout = MadeLayout(10, 2, 10, (23, 17), 2)
-    for degrees, (starts, width) in zip(layout.hidden_degrees, layout.windows):
-        for step, start in enumerate(starts):
-            units = np.flatnonzero(degrees == step - 1)
-            assert units.size == 0 or (start <= units.min() and units.max() < start + width)
+@pytest.mark.parametrize(
+    "features,context,passes,hidden",
+    [(10, 2, 10, (23, 17)), (64, 0, 64, (128, 128)), (40, 0, 40, (8,)), (7, 0, 3, (5, 6)), (9, 1, 9, ())],
+)
+def test_schedule_covers_every_step_and_unit(features, context, passes, hidden):
+    layout = MadeLayout(features, context, passes, hidden, 2)
+    blocks = schedule(layout)
+    steps = np.concatenate([b.steps for b in blocks])
+    np.testing.assert_array_equal(steps, np.arange(layout.steps))  # each step once, in order
+    for b in blocks:
+        for degrees, work in zip(layout.hidden_degrees, b.layers):
+            assert work.inside[0] == work.before <= work.inside[1]
+            for step, start in zip(b.steps, work.starts):
+                units = np.flatnonzero(degrees == step - 1)
+                window = np.arange(start, start + work.width)
+                assert work.rows[0] <= start and start + work.width <= work.rows[1]
+                # the window holds every unit that becomes final now, and nothing
+                # whose inputs are not final yet
+                assert set(units) <= set(window) if b.hidden else True
+                assert (degrees[window] <= step - 1).all() or not b.hidden
+        features_done = np.minimum(b.feature_starts + layout.block, features)
+        np.testing.assert_array_equal(
+            features_done, np.minimum((b.steps + 1) * layout.block, features)
+        )
+
+
+def test_uniform_degrees_give_uniform_windows():
+    layout = MadeLayout(64, 0, 64, (128, 128), 2)
+    counts = np.bincount(layout.hidden_degrees[0])
+    assert counts[0] == 4 and (counts[1:] == 2).all()  # the remainder goes to degree 0
+    regular = schedule(layout)[2:]
+    assert all(work.width == 2 for b in regular for work in b.layers)
 
 
 @pytest.mark.parametrize(
