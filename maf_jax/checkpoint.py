@@ -149,7 +149,10 @@ def load(path):
         if array.shape != expected[name].shape:
             raise CheckpointError(f"{path}: {name} has shape {array.shape}, expected {expected[name].shape}")
         if name.endswith("order"):
-            check_order(array, config["features"])
+            try:
+                check_order(array, config["features"])
+            except ValueError as error:
+                raise CheckpointError(f"{path}: {name}: {error}") from None
     state = nnx.state(model, SAVED)
     for keypath, variable in nnx.to_flat_state(state):
         name = "/".join(map(str, keypath))

@@ -1,0 +1,104 @@
+"""Checkpoints: exact round trip, atomic writes, refusal of corrupt or foreign files."""
+
+import json
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from maf_jax import MAF, checkpoint
+from maf_jax.checkpoint import CheckpointError
+from maf_jax.standardize import Standardized
+from conftest import scramble
+
+
+@pytest.fixture(scope="module")
+def model():
+    flow = scramble(MAF(3, context=2, transforms=3, randperm=True, hidden_features=(16, 8),
+                        activation=jax.nn.elu, passes=2, rngs=nnx.Rngs(0)))
+    return Standardized(flow, [1.0, -2.0, 0.5], [2.0, 0.5, 1.0], [0.0, 1.0], [1.0, 3.0])
+
+
+def test_round_trip_gives_identical_log_prob_and_samples(model, tmp_path):
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    loaded = checkpoint.load(path)
+    x = jax.random.normal(jax.random.key(0), (7, 3))
+    c = jax.random.normal(jax.random.key(1), (7, 2))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
+    np.testing.assert_array_equal(loaded(c).sample(jax.random.key(2)), model(c).sample(jax.random.key(2)))
+    assert [t.order[...].tolist() for t in loaded.flow.transforms] == [
+        t.order[...].tolist() for t in model.flow.transforms
+    ]
+    assert loaded.flow.transforms[0].layout == model.flow.transforms[0].layout
+
+
+def test_plain_maf_round_trip(tmp_path):
+    flow = MAF(2, transforms=2, rngs=nnx.Rngs(3))
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
+    assert isinstance(loaded, MAF)
+    np.testing.assert_array_equal(loaded().log_prob(jnp.ones((2, 2))), flow().log_prob(jnp.ones((2, 2))))
+
+
+def test_failed_write_keeps_the_old_file(model, tmp_path, monkeypatch):
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, model)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
+
+
+def rewrite(src, dst, change):
+    with np.load(src) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+
+
+def set_config(arrays, **updates):
+    config = json.loads(arrays["__config__"].tobytes()) | updates
+    arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda a: a.pop("flow/transforms/1/hyper/layers/0/kernel"), "do not match the configuration"),
+        (lambda a: a.update({"mean": np.ones(4)}), "mean has shape \\(4,\\), expected \\(3,\\)"),
+        (lambda a: set_config(a, format="other/9"), "unknown checkpoint format"),
+        (lambda a: set_config(a, hidden_features=[16, 9]), "shape"),
+        (lambda a: set_config(a, activation="swish2"), "invalid configuration"),
+        (lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}), "permutation"),
+        (lambda a: a.pop("__config__"), "not a readable maf-jax checkpoint"),
+    ],
+)
+def test_mismatched_checkpoints_are_refused(model, tmp_path, change, match):
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    rewrite(path, tmp_path / "bad.npz", change)
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.load(tmp_path / "bad.npz")
+
+
+def test_corrupt_and_truncated_files_are_refused(model, tmp_path):
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    (tmp_path / "junk.npz").write_bytes(b"\x00" * 100)
+    for name in ("cut.npz", "junk.npz"):
+        with pytest.raises(CheckpointError, match="not a readable maf-jax checkpoint"):
+            checkpoint.load(tmp_path / name)
+    assert zipfile.is_zipfile(path)
+
+
+def test_unsavable_models_are_refused(tmp_path):
+    flow = MAF(2, transforms=1, activation=lambda x: x, rngs=nnx.Rngs(0))
+    with pytest.raises(CheckpointError, match="cannot be saved"):
+        checkpoint.save(tmp_path / "x.npz", flow)
+    assert not (tmp_path / "x.npz").exists()
