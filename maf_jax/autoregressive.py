@@ -29,9 +29,10 @@ from maf_jax.nn import Weights, mlp
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
 
 # Rows per chunk of the incremental inverse: its buffers, (rows, hidden) per layer,
-# then stay in the L2 cache across the steps (benchmarks/sampling_chunks.py).
-CHUNK = 512
-# Blocks of the incremental inverse; None: about sqrt(steps) (maf_jax/schedule.py).
+# then stay in cache across the steps (benchmarks/inverse_sweep.py).
+CHUNK = 1024
+# Blocks of the incremental inverse; None: about sqrt(steps) / 2 (maf_jax/schedule.py,
+# benchmarks/inverse_sweep.py).
 BLOCKS = None
 
 
@@ -254,14 +255,19 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
             pre = pre + w[lo:hi, : work.before] @ below[: work.before]
         return jnp.broadcast_to(pre, (hi - lo, below.shape[1]))
 
-    def inner(w_inside, pre, below, work: Layer, start):
-        """A window's pre-activations: ``pre`` plus the inputs final in the block,
-        ``w_inside`` being the weights of those inputs."""
+    def inner(w_local, pre, local, work: Layer, start):
+        """A window's pre-activations: ``pre`` plus the inputs made final in the
+        block, read from ``local``, the block's rows of the layer below, whose
+        weights ``w_local`` are zero for rows that ``pre`` already counts."""
         value = rows(pre, start - work.rows[0], work.width)
-        i, j = work.inside
-        if j > i:
-            value = value + rows(w_inside, start, work.width) @ below[i:j]
+        if work.inside[1] > work.inside[0]:
+            value = value + rows(w_local, start, work.width) @ local
         return value
+
+    def local_weights(w, lo, hi, work: Layer):
+        """Columns ``[lo, hi)`` of ``w``, zero outside ``work.inside``."""
+        keep = (np.arange(lo, hi) >= work.inside[0]) & (np.arange(lo, hi) < work.inside[1])
+        return w[:, lo:hi] * keep.astype(w.dtype)
 
     def univariate(phi):
         """Parameters from unit-major outputs ``(block * total, n)``, each of shape
@@ -277,39 +283,51 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
     def run(plan: Block, carry):
         xs, ladj, buffers = carry
         *hidden, (out_w, out_b) = params
-        hidden = hidden if plan.hidden else []
+        works = plan.layers if plan.hidden else ()
+        hidden = hidden[: len(works)]
         # The outer products read only what is final before the block: once, up front.
         pres, below = [], xs
-        for (w, b), buffer, work in zip(hidden, buffers, plan.layers):
+        for (w, b), buffer, work in zip(hidden, buffers, works):
             pres.append(outer(w, b, below, work))
             below = buffer
-        below = buffers[-1] if buffers else xs
-        out_pre = outer(out_w, out_b, below, plan.output)
-
-        inside = [w[:, slice(*work.inside)] for (w, _), work in zip(hidden, plan.layers)]
-        out_inside = out_w[:, slice(*plan.output.inside)]
+        out_pre = outer(out_w, out_b, buffers[-1] if buffers else xs, plan.output)
+        # Steps read and write only the block's rows, kept in small local buffers
+        # and written back once: the full buffers stay out of the loop.
+        f0, f1 = (r // total for r in plan.output.rows)
+        spans = [(f0, f1)] + [work.rows for work in works]
+        local_units = [buffer[slice(*work.rows)] for buffer, work in zip(buffers, works)]
+        inside = [local_weights(w, *span, work) for (w, _), span, work in zip(hidden, spans, works)]
+        out_inside = local_weights(out_w, *spans[len(works)], plan.output)
 
         def step(carry, start):
-            xs, ladj, buffers = carry
+            x_local, ladj_local, local_units = carry
             *unit_starts, feature_start = start
-            below, updated = xs, []
-            for w, pre, buffer, work, s in zip(inside, pres, buffers, plan.layers, unit_starts):
+            below, updated = x_local, []
+            for w, pre, local, work, s in zip(inside, pres, local_units, works, unit_starts):
                 h = t.activation(inner(w, pre, below, work, s))
-                below = jax.lax.dynamic_update_slice_in_dim(buffer, h, s, axis=0)
+                below = jax.lax.dynamic_update_slice_in_dim(local, h, s - work.rows[0], axis=0)
                 updated.append(below)
-            buffers = updated if hidden else buffers
-            below = buffers[-1] if buffers else xs
             phi = inner(out_inside, out_pre, below, plan.output, feature_start * total)
-            u = univariate(phi)
-            x_block, ladj_block = u.inverse_and_log_det(rows(ys, feature_start, block))
-            xs = jax.lax.dynamic_update_slice_in_dim(xs, x_block, feature_start, axis=0)
-            ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_block, feature_start, axis=0)
-            return (xs, ladj, buffers), None
+            x_block, ladj_block = univariate(phi).inverse_and_log_det(rows(ys, feature_start, block))
+            x_local = jax.lax.dynamic_update_slice_in_dim(x_local, x_block, feature_start - f0, axis=0)
+            ladj_local = jax.lax.dynamic_update_slice_in_dim(
+                ladj_local, ladj_block, feature_start - f0, axis=0
+            )
+            return (x_local, ladj_local, updated), None
 
-        starts = (*(work.starts for work in plan.layers[: len(hidden)]), plan.feature_starts)
+        starts = (*(work.starts for work in works), plan.feature_starts)
+        local = (xs[f0:f1], ladj[f0:f1], local_units)
         if len(plan.steps) == 1:
-            return step(carry, [int(a[0]) for a in starts])[0]
-        return jax.lax.scan(step, carry, tuple(map(jnp.asarray, starts)))[0]
+            local = step(local, [int(a[0]) for a in starts])[0]
+        else:
+            local = jax.lax.scan(step, local, tuple(map(jnp.asarray, starts)))[0]
+        x_local, ladj_local, local_units = local
+        xs = jax.lax.dynamic_update_slice_in_dim(xs, x_local, f0, axis=0)
+        ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_local, f0, axis=0)
+        buffers = list(buffers)
+        for l, (local, work) in enumerate(zip(local_units, works)):
+            buffers[l] = jax.lax.dynamic_update_slice_in_dim(buffers[l], local, work.rows[0], axis=0)
+        return xs, ladj, buffers
 
     n, dtype = ys.shape[1], jnp.result_type(ys, params[-1][0])
     buffers = [jnp.zeros((w.shape[0], n), dtype) for w, _ in params[:-1]]

@@ -101,8 +101,9 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]
 
     Args:
         layout: The MADE structure.
-        blocks: Number of regular blocks; ``ceil(sqrt(steps))`` by default, which
-            balances the reads of the wide products against those of the steps.
+        blocks: Number of regular blocks; ``ceil(sqrt(steps) / 2)`` by default,
+            which balances the reads of the wide products against those of the
+            steps, and the scans to compile (benchmarks/README.md).
     """
     steps = np.arange(layout.steps)
     if not layout.hidden_features:
@@ -113,7 +114,7 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]
     out = [_block(layout, head, False)] if head.size else []
     out += [_block(layout, peeled, True)] if peeled.size else []
     if rest.size:
-        count = blocks or math.ceil(math.sqrt(rest.size))
+        count = blocks or math.ceil(math.sqrt(rest.size) / 2)
         out += [_block(layout, part, bool(layout.hidden_features))
                 for part in np.array_split(rest, min(count, rest.size))]
     return tuple(out)
