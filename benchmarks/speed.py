@@ -135,21 +135,26 @@ def run_zuko(features: int, repeat: int) -> dict:
     import zuko
 
     torch.manual_seed(0)
-    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN])
-    flow2 = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN]).to(device)
+    flow2 = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    x_train, x = torch.randn(TRAIN_BATCH, features), torch.randn(BATCH, features)
+    x_train = torch.randn(TRAIN_BATCH, features, device=device)
+    x = torch.randn(BATCH, features, device=device)
 
     def train_step():
         optimizer.zero_grad()
         loss = -flow().log_prob(x_train).mean()
         loss.backward()
         optimizer.step()
+        sync()
 
     def no_grad(fn):
         def run():
             with torch.no_grad():
                 fn()
+            sync()
         return run
 
     train_step()  # warm up
@@ -166,6 +171,10 @@ def child(library: str, features: int, repeat: int) -> None:
     result = run_zuko(features, repeat) if library == "zuko" else run_jax(library, features, repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.update(library=library, features=features, peak_rss_delta_mb=(peak - baseline) / 1024)
+    if library != "zuko":
+        import jax
+
+        result["device"] = str(jax.devices()[0])
     print(json.dumps(result))
 
 

@@ -185,7 +185,7 @@ def full_pass_inverse(t: AutoregressiveTransform, y: jax.Array):
     return t._unflat(x, ladj, lead)
 
 
-def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | None = CHUNK):
+def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | str | None = "auto"):
     """Exact inverse at the cost of one network pass, over ``steps`` scan steps.
 
     Hidden units are laid out by degree; a unit of degree ``d`` depends only on
@@ -198,13 +198,17 @@ def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | N
     Args:
         t: The bijection.
         y: Noise of shape ``(*, features)``.
-        chunk: Rows per chunk; ``None`` processes all rows at once.
+        chunk: Rows per chunk; ``None`` processes all rows at once; ``"auto"``
+            is ``CHUNK`` on CPU, where it keeps the buffers in cache, and ``None``
+            on accelerators, where a wide batch is what keeps them busy.
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
     ys, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
+    if chunk == "auto":
+        chunk = CHUNK if jax.default_backend() == "cpu" else None
     (kernel, bias), *rest = t.weights
     layers = [(kernel[:features], bias), *rest]
     if context is None:

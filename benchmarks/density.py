@@ -1,0 +1,197 @@
+"""Held-out log-likelihood of maf_jax, zuko and flowjax MAFs trained the same way.
+
+One protocol for every library: the same standardised splits, 5 transforms, hidden
+(256, 256), Adam 1e-3, batch 128, at most --epochs epochs, early stopping after 20
+epochs without validation improvement, the best parameters kept; mean test
+log-likelihood (nats) with its standard error, beside a full-covariance Gaussian.
+
+    python benchmarks/density.py digits                           # sklearn digits, 80/10/10
+    python benchmarks/density.py miniboone --data ../shared/data/miniboone
+
+digits: dequantised with uniform noise, standardised with the training split.
+miniboone: the MAF paper's preprocessing; trains on val.npy (90/10 for early
+stopping) and reports on test.npy, the training split not being available.
+Writes benchmarks/results/density_<name>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+HIDDEN, TRANSFORMS, BATCH, LR, PATIENCE = 256, 5, 128, 1e-3, 20
+HERE = Path(__file__).parent
+
+
+def splits(name: str, data_dir: Path | None, seed: int):
+    rng = np.random.default_rng(seed)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        x = load_digits().data.astype(np.float64)
+        x = x + rng.uniform(size=x.shape)
+        perm = rng.permutation(len(x))
+        n_val = n_test = len(x) // 10
+        test, val, train = x[perm[:n_test]], x[perm[n_test : n_test + n_val]], x[perm[n_test + n_val :]]
+    else:
+        if data_dir is None:
+            raise SystemExit("miniboone needs --data FOLDER with val.npy and test.npy")
+        pool = np.load(data_dir / "val.npy", allow_pickle=False)
+        test = np.load(data_dir / "test.npy", allow_pickle=False)
+        perm = rng.permutation(len(pool))
+        n_val = len(pool) // 10
+        val, train = pool[perm[:n_val]], pool[perm[n_val:]]
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return [((a - mean) / std).astype(np.float32) for a in (train, val, test)]
+
+
+def summary(log_probs: np.ndarray) -> tuple[float, float]:
+    log_probs = np.asarray(log_probs, np.float64)
+    return float(log_probs.mean()), float(log_probs.std(ddof=1) / math.sqrt(len(log_probs)))
+
+
+def gaussian(train, test):
+    mean, cov = train.mean(0), np.cov(train, rowvar=False) + 1e-6 * np.eye(train.shape[1])
+    diff = test - mean
+    _, logdet = np.linalg.slogdet(2 * np.pi * cov)
+    return summary(-0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + logdet))
+
+
+def train_loop(step, val_nll, get, set_, train, epochs, seed):
+    """Shared loop: shuffled batches, validation after each epoch, early stopping."""
+    rng = np.random.default_rng(seed)
+    best, best_state, waited, epoch = math.inf, get(), 0, 0
+    for epoch in range(epochs):
+        perm = rng.permutation(len(train))
+        for i in range(len(train) // BATCH):
+            step(train[perm[i * BATCH : (i + 1) * BATCH]])
+        nll = val_nll()
+        if nll < best:
+            best, best_state, waited = nll, get(), 0
+        else:
+            waited += 1
+            if waited >= PATIENCE:
+                break
+    set_(best_state)
+    return epoch + 1, best
+
+
+def run_maf_jax(train, val, test, epochs, seed):
+    from flax import nnx
+
+    from maf_jax import MAF
+
+    flow = MAF(train.shape[1], transforms=TRANSFORMS, hidden_features=(HIDDEN, HIDDEN), rngs=nnx.Rngs(seed))
+    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    optimizer = optax.adam(LR)
+    state = {"params": params, "opt": optimizer.init(params)}
+    log_prob = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x))
+
+    @jax.jit
+    def update(params, opt, x):
+        grads = jax.grad(lambda p: -log_prob(p, x).mean())(params)
+        updates, opt = optimizer.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt
+
+    def step(x):
+        state["params"], state["opt"] = update(state["params"], state["opt"], x)
+
+    val_nll = lambda: -float(log_prob(state["params"], val).mean())
+    epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], lambda p: state.update(params=p), train, epochs, seed)
+    return summary(log_prob(state["params"], test)), epochs_run
+
+
+def run_flowjax(train, val, test, epochs, seed):
+    import equinox as eqx
+    import paramax
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+
+    flow = masked_autoregressive_flow(
+        jax.random.key(seed), base_dist=Normal(jnp.zeros(train.shape[1])), flow_layers=TRANSFORMS,
+        nn_width=HIDDEN, nn_depth=2, invert=True,
+    )
+    params, static = eqx.partition(flow, eqx.is_inexact_array, is_leaf=lambda x: isinstance(x, paramax.NonTrainable))
+    optimizer = optax.adam(LR)
+    state = {"params": params, "opt": optimizer.init(params)}
+    log_prob = eqx.filter_jit(lambda p, x: paramax.unwrap(eqx.combine(p, static)).log_prob(x))
+
+    @eqx.filter_jit
+    def update(params, opt, x):
+        grads = eqx.filter_grad(lambda p: -log_prob(p, x).mean())(params)
+        updates, opt = optimizer.update(grads, opt, params)
+        return eqx.apply_updates(params, updates), opt
+
+    def step(x):
+        state["params"], state["opt"] = update(state["params"], state["opt"], x)
+
+    val_nll = lambda: -float(log_prob(state["params"], val).mean())
+    epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], lambda p: state.update(params=p), train, epochs, seed)
+    return summary(log_prob(state["params"], test)), epochs_run
+
+
+def run_zuko(train, val, test, epochs, seed):
+    import copy
+
+    import torch
+    import zuko
+
+    torch.manual_seed(seed)
+    flow = zuko.flows.MAF(train.shape[1], transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN])
+    optimizer = torch.optim.Adam(flow.parameters(), lr=LR)
+    val_t, test_t = torch.from_numpy(val), torch.from_numpy(test)
+
+    def step(x):
+        optimizer.zero_grad()
+        loss = -flow().log_prob(torch.from_numpy(x)).mean()
+        loss.backward()
+        optimizer.step()
+
+    def val_nll():
+        with torch.no_grad():
+            return -float(flow().log_prob(val_t).mean())
+
+    epochs_run, _ = train_loop(step, val_nll, lambda: copy.deepcopy(flow.state_dict()), flow.load_state_dict,
+                               train, epochs, seed)
+    with torch.no_grad():
+        return summary(flow().log_prob(test_t).numpy()), epochs_run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=["digits", "miniboone"])
+    parser.add_argument("--data", type=Path, help="folder of val.npy and test.npy (miniboone)")
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--libraries", nargs="+", default=["maf_jax", "zuko", "flowjax"])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    train, val, test = splits(args.dataset, args.data, args.seed)
+    print(f"{args.dataset}: train {train.shape}, validation {val.shape}, test {test.shape}")
+    results = {"gaussian": dict(zip(("log_likelihood", "stderr"), gaussian(train, test)))}
+    runners = dict(maf_jax=run_maf_jax, zuko=run_zuko, flowjax=run_flowjax)
+    for name in args.libraries:
+        start = time.perf_counter()
+        (ll, se), epochs = runners[name](train, val, test, args.epochs, args.seed)
+        results[name] = dict(log_likelihood=ll, stderr=se, epochs=epochs, seconds=round(time.perf_counter() - start, 1))
+        print(name, results[name], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"density_{args.dataset}.json").write_text(json.dumps(results, indent=1))
+    lines = [f"| {args.dataset} | test log-likelihood (nats) | epochs | seconds |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} | {r.get('epochs', '')} | {r.get('seconds', '')} |")
+    (args.out / f"density_{args.dataset}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
