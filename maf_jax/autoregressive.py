@@ -85,34 +85,36 @@ class AutoregressiveTransform:
         return jnp.take(x, self.order, axis=-1)
 
     def _original_weights(self) -> Weights:
-        """The weights for features in their original order: feature ``i`` sits at
-        sorted position ``order[i]``, so the first kernel's rows and the last
-        layer's outputs are gathered by ``order``. Gathering weights instead of
-        activations keeps gathers and their scatter gradients off the batch."""
+        """The weights for features in their original order, outputs parameter-major.
+
+        Feature ``i`` sits at sorted position ``order[i]``, so the first kernel's rows
+        and the last layer's outputs are gathered by ``order``; outputs are also
+        reordered from ``(features, total)`` to ``(total, features)`` so that each
+        parameter is a contiguous slice. Gathering weights instead of activations
+        keeps gathers and their scatter gradients off the batch.
+        """
         features, total = self.layout.features, self.layout.total
         (kernel, bias), *rest = self.weights
         kernel = jnp.concatenate([kernel[:features][self.order], kernel[features:]])
         layers = [(kernel, bias), *rest]
         w, b = layers[-1]
-        w = w.reshape(w.shape[0], features, total)[:, self.order].reshape(w.shape)
-        b = b.reshape(features, total)[self.order].reshape(b.shape)
-        layers[-1] = (w, b)
+        w = w.reshape(w.shape[0], features, total)[:, self.order].transpose(0, 2, 1)
+        b = b.reshape(features, total)[self.order].T
+        layers[-1] = (w.reshape(w.shape[0], -1), b.reshape(-1))
         return tuple(layers)
 
-    def _univariate(self, phi: jax.Array):
-        """Splits raw outputs ``(*, n, total)`` into the univariate parameters."""
+    def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
+        """Univariate bijection for rows ``x`` ``(N, D)`` in their original order,
+        from the parameter-major ``_original_weights``."""
+        inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
+        phi = mlp(weights, self.activation, inputs).reshape(x.shape[0], -1, x.shape[1])
         params, offset = [], 0
         for shape in self.shapes:
             size = math.prod(shape)
-            params.append(phi[..., offset : offset + size].reshape(*phi.shape[:-1], *shape))
+            part = phi[:, offset : offset + size]
+            params.append(part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(*x.shape, *shape))
             offset += size
         return self.univariate(*params)
-
-    def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
-        """Univariate bijection for rows ``x`` ``(N, D)`` in the order of ``weights``."""
-        inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
-        phi = mlp(weights, self.activation, inputs)
-        return self._univariate(phi.reshape(*x.shape, self.layout.total))
 
     def _flat(self, x: jax.Array, sort: bool = False):
         """Broadcasts against the context and flattens to ``(N, D)``; sorts by
