@@ -13,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -95,11 +96,15 @@ class AutoregressiveTransform:
         """
         features, total = self.layout.features, self.layout.total
         (kernel, bias), *rest = self.weights
-        kernel = jnp.concatenate([kernel[:features][self.order], kernel[features:]])
+        # One-hot products rather than gathers: exact, and their gradients are
+        # products too, where a gather's is a scatter, slow to compile on CPU.
+        select = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+        onehot = jax.nn.one_hot(self.order, features, dtype=kernel.dtype)
+        kernel = jnp.concatenate([select("id,dh->ih", onehot, kernel[:features]), kernel[features:]])
         layers = [(kernel, bias), *rest]
         w, b = layers[-1]
-        w = w.reshape(w.shape[0], features, total)[:, self.order].transpose(0, 2, 1)
-        b = b.reshape(features, total)[self.order].T
+        w = select("id,hdt->hti", onehot, w.reshape(w.shape[0], features, total))
+        b = select("id,dt->ti", onehot, b.reshape(features, total))
         layers[-1] = (w.reshape(w.shape[0], -1), b.reshape(-1))
         return tuple(layers)
 
