@@ -41,7 +41,11 @@ def splits(name: str, data_dir: Path | None, seed: int):
         x = x + rng.uniform(size=x.shape)
         perm = rng.permutation(len(x))
         n_val = n_test = len(x) // 10
-        test, val, train = x[perm[:n_test]], x[perm[n_test : n_test + n_val]], x[perm[n_test + n_val :]]
+        test, val, train = (
+            x[perm[:n_test]],
+            x[perm[n_test : n_test + n_val]],
+            x[perm[n_test + n_val :]],
+        )
     else:
         if data_dir is None:
             raise SystemExit("miniboone needs --data FOLDER with val.npy and test.npy")
@@ -91,8 +95,13 @@ def run_maf_jax(train, val, test, epochs, seed):
 
     from maf_jax import MAF
 
-    flow = MAF(train.shape[1], transforms=TRANSFORMS, randperm=True, hidden_features=(HIDDEN, HIDDEN),
-               rngs=nnx.Rngs(seed))
+    flow = MAF(
+        train.shape[1],
+        transforms=TRANSFORMS,
+        randperm=True,
+        hidden_features=(HIDDEN, HIDDEN),
+        rngs=nnx.Rngs(seed),
+    )
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
     optimizer = optax.adam(LR)
     state = {"params": params, "opt": optimizer.init(params)}
@@ -108,7 +117,15 @@ def run_maf_jax(train, val, test, epochs, seed):
         state["params"], state["opt"] = update(state["params"], state["opt"], x)
 
     val_nll = lambda: -float(log_prob(state["params"], val).mean())
-    epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], lambda p: state.update(params=p), train, epochs, seed)
+    epochs_run, _ = train_loop(
+        step,
+        val_nll,
+        lambda: state["params"],
+        lambda p: state.update(params=p),
+        train,
+        epochs,
+        seed,
+    )
     return summary(log_prob(state["params"], test)), epochs_run
 
 
@@ -119,10 +136,16 @@ def run_flowjax(train, val, test, epochs, seed):
     from flowjax.flows import masked_autoregressive_flow
 
     flow = masked_autoregressive_flow(
-        jax.random.key(seed), base_dist=Normal(jnp.zeros(train.shape[1])), flow_layers=TRANSFORMS,
-        nn_width=HIDDEN, nn_depth=2, invert=True,
+        jax.random.key(seed),
+        base_dist=Normal(jnp.zeros(train.shape[1])),
+        flow_layers=TRANSFORMS,
+        nn_width=HIDDEN,
+        nn_depth=2,
+        invert=True,
     )
-    params, static = eqx.partition(flow, eqx.is_inexact_array, is_leaf=lambda x: isinstance(x, paramax.NonTrainable))
+    params, static = eqx.partition(
+        flow, eqx.is_inexact_array, is_leaf=lambda x: isinstance(x, paramax.NonTrainable)
+    )
     optimizer = optax.adam(LR)
     state = {"params": params, "opt": optimizer.init(params)}
     log_prob = eqx.filter_jit(lambda p, x: paramax.unwrap(eqx.combine(p, static)).log_prob(x))
@@ -137,7 +160,15 @@ def run_flowjax(train, val, test, epochs, seed):
         state["params"], state["opt"] = update(state["params"], state["opt"], x)
 
     val_nll = lambda: -float(log_prob(state["params"], val).mean())
-    epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], lambda p: state.update(params=p), train, epochs, seed)
+    epochs_run, _ = train_loop(
+        step,
+        val_nll,
+        lambda: state["params"],
+        lambda p: state.update(params=p),
+        train,
+        epochs,
+        seed,
+    )
     return summary(log_prob(state["params"], test)), epochs_run
 
 
@@ -148,7 +179,9 @@ def run_zuko(train, val, test, epochs, seed):
     import zuko
 
     torch.manual_seed(seed)
-    flow = zuko.flows.MAF(train.shape[1], transforms=TRANSFORMS, randperm=True, hidden_features=[HIDDEN, HIDDEN])
+    flow = zuko.flows.MAF(
+        train.shape[1], transforms=TRANSFORMS, randperm=True, hidden_features=[HIDDEN, HIDDEN]
+    )
     optimizer = torch.optim.Adam(flow.parameters(), lr=LR)
     val_t, test_t = torch.from_numpy(val), torch.from_numpy(test)
 
@@ -162,14 +195,23 @@ def run_zuko(train, val, test, epochs, seed):
         with torch.no_grad():
             return -float(flow().log_prob(val_t).mean())
 
-    epochs_run, _ = train_loop(step, val_nll, lambda: copy.deepcopy(flow.state_dict()), flow.load_state_dict,
-                               train, epochs, seed)
+    epochs_run, _ = train_loop(
+        step,
+        val_nll,
+        lambda: copy.deepcopy(flow.state_dict()),
+        flow.load_state_dict,
+        train,
+        epochs,
+        seed,
+    )
     with torch.no_grad():
         return summary(flow().log_prob(test_t).numpy()), epochs_run
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", choices=["digits", "miniboone"])
     parser.add_argument("--data", type=Path, help="folder of val.npy and test.npy (miniboone)")
     parser.add_argument("--epochs", type=int, default=200)
@@ -184,13 +226,23 @@ def main():
     for name in args.libraries:
         start = time.perf_counter()
         (ll, se), epochs = runners[name](train, val, test, args.epochs, args.seed)
-        results[name] = dict(log_likelihood=ll, stderr=se, epochs=epochs, seconds=round(time.perf_counter() - start, 1))
+        results[name] = dict(
+            log_likelihood=ll,
+            stderr=se,
+            epochs=epochs,
+            seconds=round(time.perf_counter() - start, 1),
+        )
         print(name, results[name], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"density_{args.dataset}.json").write_text(json.dumps(results, indent=1))
-    lines = [f"| {args.dataset} | test log-likelihood (nats) | epochs | seconds |", "|---|---|---|---|"]
+    lines = [
+        f"| {args.dataset} | test log-likelihood (nats) | epochs | seconds |",
+        "|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} | {r.get('epochs', '')} | {r.get('seconds', '')} |")
+        lines.append(
+            f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} | {r.get('epochs', '')} | {r.get('seconds', '')} |"
+        )
     (args.out / f"density_{args.dataset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

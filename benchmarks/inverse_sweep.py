@@ -46,8 +46,11 @@ def main():
                 compiled = fn.lower(t, y).compile()
                 compile_s = time.perf_counter() - start
                 ms = median_ms(compiled, t, y)
-                print(f"| {d} | {blocks or 'default'} | {chunk or 'none'} | {ms:.1f} | {forward:.1f} "
-                      f"| {ms / forward:.1f} | {compile_s:.2f} |", flush=True)
+                print(
+                    f"| {d} | {blocks or 'default'} | {chunk or 'none'} | {ms:.1f} | {forward:.1f} "
+                    f"| {ms / forward:.1f} | {compile_s:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,13 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
         from maf_jax import MAF
 
         def make(passes):
-            flow = MAF(features, transforms=TRANSFORMS, hidden_features=(HIDDEN, HIDDEN), passes=passes,
-                       rngs=nnx.Rngs(0))
+            flow = MAF(
+                features,
+                transforms=TRANSFORMS,
+                hidden_features=(HIDDEN, HIDDEN),
+                passes=passes,
+                rngs=nnx.Rngs(0),
+            )
             graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
             log_prob = lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x)
             sample = lambda p, k: nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
@@ -76,8 +81,12 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
         from flowjax.flows import masked_autoregressive_flow
 
         flow = masked_autoregressive_flow(
-            key, base_dist=Normal(jnp.zeros(features)), flow_layers=TRANSFORMS, nn_width=HIDDEN,
-            nn_depth=2, invert=True,
+            key,
+            base_dist=Normal(jnp.zeros(features)),
+            flow_layers=TRANSFORMS,
+            nn_width=HIDDEN,
+            nn_depth=2,
+            invert=True,
         )
         params, static = eqx.partition(flow, eqx.is_inexact_array)
         log_prob = lambda p, x: eqx.combine(p, static).log_prob(x)
@@ -87,8 +96,10 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
         sizes = [features, HIDDEN, HIDDEN, 2 * features]
         keys = jax.random.split(key, TRANSFORMS * 3)
         params = [
-            [(jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
-             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+            [
+                (jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
+                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+            ]
             for t in range(TRANSFORMS)
         ]
 
@@ -114,18 +125,26 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
     state = optimizer.init(params)
     compile_train, train_c = timed_compile(train_step, params, state, x_train)
     compile_lp, lp_c = timed_compile(jax.jit(log_prob), params, x)
-    result["train_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(train_c(params, state, x_train)), repeat)
-    result["log_prob_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(lp_c(params, x)), repeat)
+    result["train_ms"] = 1e3 * median_time(
+        lambda: jax.block_until_ready(train_c(params, state, x_train)), repeat
+    )
+    result["log_prob_ms"] = 1e3 * median_time(
+        lambda: jax.block_until_ready(lp_c(params, x)), repeat
+    )
     result["compile_train_s"] = compile_train
     memory = [train_c.memory_analysis(), lp_c.memory_analysis()]
     if sample is not None:
         compile_sample, sample_c = timed_compile(jax.jit(sample), params, key)
-        result["sample_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(sample_c(params, key)), repeat)
+        result["sample_ms"] = 1e3 * median_time(
+            lambda: jax.block_until_ready(sample_c(params, key)), repeat
+        )
         result["compile_sample_s"] = compile_sample
         memory.append(sample_c.memory_analysis())
     if sample2 is not None:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
-        result["sample_passes2_ms"] = 1e3 * median_time(lambda: jax.block_until_ready(sample2_c(params2, key)), repeat)
+        result["sample_passes2_ms"] = 1e3 * median_time(
+            lambda: jax.block_until_ready(sample2_c(params2, key)), repeat
+        )
     result["xla_temp_mb"] = max(m.temp_size_in_bytes for m in memory if m is not None) / 2**20
     return result
 
@@ -137,8 +156,12 @@ def run_zuko(features: int, repeat: int) -> dict:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN]).to(device)
-    flow2 = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2).to(device)
+    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN]).to(
+        device
+    )
+    flow2 = zuko.flows.MAF(
+        features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2
+    ).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
     x_train = torch.randn(TRAIN_BATCH, features, device=device)
     x = torch.randn(BATCH, features, device=device)
@@ -155,6 +178,7 @@ def run_zuko(features: int, repeat: int) -> dict:
             with torch.no_grad():
                 fn()
             sync()
+
         return run
 
     train_step()  # warm up
@@ -212,8 +236,10 @@ def ratios(results: list[dict]) -> str:
         m = by.get(("maf_jax", d))
         if m is None:
             continue
-        line = [f"D={d}: sample/log_prob {m['sample_ms'] / m['log_prob_ms']:.2f}",
-                f"passes=2 sample/log_prob {m['sample_passes2_ms'] / m['log_prob_ms']:.2f}"]
+        line = [
+            f"D={d}: sample/log_prob {m['sample_ms'] / m['log_prob_ms']:.2f}",
+            f"passes=2 sample/log_prob {m['sample_passes2_ms'] / m['log_prob_ms']:.2f}",
+        ]
         if ("dense", d) in by:
             line.append(f"train / dense MLP {m['train_ms'] / by[('dense', d)]['train_ms']:.2f}")
         for peer in ("zuko", "flowjax"):
@@ -224,7 +250,9 @@ def ratios(results: list[dict]) -> str:
         if ("flowjax", d) in by:
             f = by[("flowjax", d)]
             ours = m["compile_train_s"] + m["compile_sample_s"]
-            line.append(f"compile ours / flowjax {ours / (f['compile_train_s'] + f['compile_sample_s']):.2f}")
+            line.append(
+                f"compile ours / flowjax {ours / (f['compile_train_s'] + f['compile_sample_s']):.2f}"
+            )
         out.append("- " + ", ".join(line))
     return "\n".join(out)
 
@@ -238,7 +266,9 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
     for ax, metric in zip(axes, ("train_ms", "log_prob_ms", "sample_ms")):
         for lib in LIBRARIES:
-            rows = sorted((r["features"], r[metric]) for r in results if r["library"] == lib and r.get(metric))
+            rows = sorted(
+                (r["features"], r[metric]) for r in results if r["library"] == lib and r.get(metric)
+            )
             if rows:
                 ax.plot(*zip(*rows), marker="o", label=lib)
         ax.set(xscale="log", yscale="log", xlabel="features D", ylabel="ms", title=metric[:-3])
@@ -247,7 +277,9 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--features", type=int, nargs="+", default=[8, 16, 64, 256])
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
     parser.add_argument("--repeat", type=int, default=15)

@@ -24,8 +24,8 @@ from flax import struct
 
 from maf_jax._checks import check_event
 from maf_jax.masks import MadeLayout
-from maf_jax.schedule import Block, Layer, schedule
 from maf_jax.nn import Weights, mlp
+from maf_jax.schedule import Block, Layer, schedule
 
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
 
@@ -100,7 +100,9 @@ class AutoregressiveTransform:
         # products too, where a gather's is a scatter, slow to compile on CPU.
         select = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
         onehot = jax.nn.one_hot(self.order, features, dtype=kernel.dtype)
-        kernel = jnp.concatenate([select("id,dh->ih", onehot, kernel[:features]), kernel[features:]])
+        kernel = jnp.concatenate(
+            [select("id,dh->ih", onehot, kernel[:features]), kernel[features:]]
+        )
         layers = [(kernel, bias), *rest]
         w, b = layers[-1]
         w = select("id,hdt->hti", onehot, w.reshape(w.shape[0], features, total))
@@ -110,20 +112,24 @@ class AutoregressiveTransform:
 
     def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
         """Univariate bijection for rows ``x`` ``(N, D)`` in their original order,
-        from the parameter-major ``_original_weights``."""
+        from the parameter-major ``_original_weights``.
+        """
         inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
         phi = mlp(weights, self.activation, inputs).reshape(x.shape[0], -1, x.shape[1])
         params, offset = [], 0
         for shape in self.shapes:
             size = math.prod(shape)
             part = phi[:, offset : offset + size]
-            params.append(part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(*x.shape, *shape))
+            params.append(
+                part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(*x.shape, *shape)
+            )
             offset += size
         return self.univariate(*params)
 
     def _flat(self, x: jax.Array, sort: bool = False):
         """Broadcasts against the context and flattens to ``(N, D)``; sorts by
-        ``order`` if ``sort``."""
+        ``order`` if ``sort``.
+        """
         lead = self._lead_shape(x)
         x = self._sort(x) if sort else x
         x = jnp.broadcast_to(x, (*lead, x.shape[-1])).reshape(-1, x.shape[-1])
@@ -155,7 +161,8 @@ class AutoregressiveTransform:
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Noise to data with ``incremental_inverse``; returns ``x`` and
-        ``log|det dx/dy|``."""
+        ``log|det dx/dy|``.
+        """
         return incremental_inverse(self, y)
 
     def forward(self, x: jax.Array) -> jax.Array:
@@ -269,7 +276,8 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
     def inner(w_local, pre, local, work: Layer, start):
         """A window's pre-activations: ``pre`` plus the inputs made final in the
         block, read from ``local``, the block's rows of the layer below, whose
-        weights ``w_local`` are zero for rows that ``pre`` already counts."""
+        weights ``w_local`` are zero for rows that ``pre`` already counts.
+        """
         value = rows(pre, start - work.rows[0], work.width)
         if work.inside[1] > work.inside[0]:
             value = value + rows(w_local, start, work.width) @ local
@@ -282,12 +290,15 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
 
     def univariate(phi):
         """Parameters from unit-major outputs ``(block * total, n)``, each of shape
-        ``(block, n, *shape)``, without transposing parameters of shape ``()``."""
+        ``(block, n, *shape)``, without transposing parameters of shape ``()``.
+        """
         phi, params, offset = phi.reshape(block, total, -1), [], 0
         for shape in t.shapes:
             size = math.prod(shape)
             part = phi[:, offset : offset + size]
-            params.append(part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(block, -1, *shape))
+            params.append(
+                part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(block, -1, *shape)
+            )
             offset += size
         return t.univariate(*params)
 
@@ -319,8 +330,12 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
                 below = jax.lax.dynamic_update_slice_in_dim(local, h, s - work.rows[0], axis=0)
                 updated.append(below)
             phi = inner(out_inside, out_pre, below, plan.output, feature_start * total)
-            x_block, ladj_block = univariate(phi).inverse_and_log_det(rows(ys, feature_start, block))
-            x_local = jax.lax.dynamic_update_slice_in_dim(x_local, x_block, feature_start - f0, axis=0)
+            x_block, ladj_block = univariate(phi).inverse_and_log_det(
+                rows(ys, feature_start, block)
+            )
+            x_local = jax.lax.dynamic_update_slice_in_dim(
+                x_local, x_block, feature_start - f0, axis=0
+            )
             ladj_local = jax.lax.dynamic_update_slice_in_dim(
                 ladj_local, ladj_block, feature_start - f0, axis=0
             )
@@ -336,8 +351,10 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
         xs = jax.lax.dynamic_update_slice_in_dim(xs, x_local, f0, axis=0)
         ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_local, f0, axis=0)
         buffers = list(buffers)
-        for l, (local, work) in enumerate(zip(local_units, works)):
-            buffers[l] = jax.lax.dynamic_update_slice_in_dim(buffers[l], local, work.rows[0], axis=0)
+        for i, (local, work) in enumerate(zip(local_units, works)):
+            buffers[i] = jax.lax.dynamic_update_slice_in_dim(
+                buffers[i], local, work.rows[0], axis=0
+            )
         return xs, ladj, buffers
 
     n, dtype = ys.shape[1], jnp.result_type(ys, params[-1][0])

@@ -45,13 +45,16 @@ class CheckpointError(ValueError):
 def _config(model) -> dict:
     flow = model.flow if isinstance(model, Standardized) else model
     if not isinstance(flow, MAF):
-        raise CheckpointError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
+        raise CheckpointError(
+            f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}"
+        )
     first = flow.transforms[0]
     names = {fn: name for name, fn in ACTIVATIONS.items()}
     activation = names.get(first.hyper.activation)
     if activation is None:
         raise CheckpointError(
-            f"activation {first.hyper.activation!r} cannot be saved; use one of {sorted(ACTIVATIONS)}"
+            f"activation {first.hyper.activation!r} cannot be saved; "
+            f"use one of {sorted(ACTIVATIONS)}"
         )
     if first.univariate is not MonotonicAffineTransform:
         raise CheckpointError("only the default MonotonicAffineTransform univariate can be saved")
@@ -133,10 +136,19 @@ def load(path):
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         config = json.loads(arrays.pop("__config__").tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+    ) as error:
         raise CheckpointError(f"{path}: not a readable maf-jax checkpoint ({error})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {config.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format {config.get('format')!r}, expected {FORMAT!r}"
+        )
     try:
         model = build(config)
     except (KeyError, TypeError, ValueError) as error:
@@ -144,10 +156,15 @@ def load(path):
     expected = _flat_state(model)
     if set(expected) != set(arrays):
         missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
-        raise CheckpointError(f"{path}: arrays do not match the configuration (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise CheckpointError(
+            f"{path}: arrays do not match the configuration "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     for name, array in arrays.items():
         if array.shape != expected[name].shape:
-            raise CheckpointError(f"{path}: {name} has shape {array.shape}, expected {expected[name].shape}")
+            raise CheckpointError(
+                f"{path}: {name} has shape {array.shape}, expected {expected[name].shape}"
+            )
         if name.endswith("order"):
             try:
                 check_order(array, config["features"])

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("checkpoint", metavar="CKPT")
     sample.add_argument("-n", type=int, required=True, help="number of samples")
     sample.add_argument("-o", "--output", required=True, help=".npy file to write")
-    sample.add_argument("--context", metavar="FILE", help="contexts (rows): samples (n, rows, features)")
+    sample.add_argument(
+        "--context", metavar="FILE", help="contexts (rows): samples (n, rows, features)"
+    )
     sample.add_argument("--seed", type=int, default=0)
 
     plot = commands.add_parser("plot", help="plot the density of a checkpoint")
@@ -106,7 +108,9 @@ def _fit(args, density=None) -> dict:
     from maf_jax.train import fit
 
     if args.activation not in checkpoint.ACTIVATIONS:
-        raise DataError(f"unknown activation {args.activation!r}; one of {sorted(checkpoint.ACTIVATIONS)}")
+        raise DataError(
+            f"unknown activation {args.activation!r}; one of {sorted(checkpoint.ACTIVATIONS)}"
+        )
     output = Path(args.output)
     summary_path = Path(args.summary) if args.summary else output.with_suffix(".json")
     key = jax.random.key(args.seed)
@@ -124,20 +128,35 @@ def _fit(args, density=None) -> dict:
     )
     start = time.perf_counter()
     model, history = fit(
-        flow, data, context=context, key=jax.random.fold_in(key, 1), batch_size=args.batch_size,
-        epochs=args.epochs, steps=args.steps, optimizer=optax.adam(args.lr),
-        validation=args.validation, patience=args.patience, progress=not args.no_progress,
+        flow,
+        data,
+        context=context,
+        key=jax.random.fold_in(key, 1),
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps=args.steps,
+        optimizer=optax.adam(args.lr),
+        validation=args.validation,
+        patience=args.patience,
+        progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
     if history.steps == 0:
         raise DataError(f"training failed before the first epoch ended: {history.stopped}")
     checkpoint.save(output, model)
     summary = dict(
-        data=str(density or args.data), rows=len(data), features=data.shape[1],
-        context=0 if context is None else context.shape[1], checkpoint=str(output),
-        epochs=len(history.train_loss), steps=history.steps, best_epoch=history.best_epoch,
-        train_nll=history.train_loss[-1], val_nll=min(history.val_nll) if history.val_nll else None,
-        stopped=history.stopped, seconds=round(seconds, 2),
+        data=str(density or args.data),
+        rows=len(data),
+        features=data.shape[1],
+        context=0 if context is None else context.shape[1],
+        checkpoint=str(output),
+        epochs=len(history.train_loss),
+        steps=history.steps,
+        best_epoch=history.best_epoch,
+        train_nll=history.train_loss[-1],
+        val_nll=min(history.val_nll) if history.val_nll else None,
+        stopped=history.stopped,
+        seconds=round(seconds, 2),
     )
     _write_json(summary_path, summary)
     print(f"wrote {output} and {summary_path}: {json.dumps(summary)}")
@@ -155,7 +174,9 @@ def _eval(args) -> None:
     data = check_rows(load(args.data, jax.random.key(args.seed), args.rows), "data", model.features)
     mean, stderr = mean_log_prob(model, data, _context(args, len(data)))
     print(json.dumps(dict(log_likelihood=mean, standard_error=stderr, rows=len(data))))
-    print(f"mean log-likelihood: {mean:.4f} ± {stderr:.4f} nats ({len(data)} rows)", file=sys.stderr)
+    print(
+        f"mean log-likelihood: {mean:.4f} ± {stderr:.4f} nats ({len(data)} rows)", file=sys.stderr
+    )
 
 
 def _sample(args) -> None:
@@ -211,17 +232,43 @@ def _demo(args) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     fit_args = _parser().parse_args(
-        ["fit", args.density, "-o", str(out / "model.npz"), "--epochs", str(args.epochs),
-         "--transforms", "5", "--hidden", "64", "64", "--batch-size", "256", "--lr", "3e-3",
-         "--seed", str(args.seed), "--rows", "20000", *(["--no-progress"] if args.no_progress else [])]
+        [
+            "fit",
+            args.density,
+            "-o",
+            str(out / "model.npz"),
+            "--epochs",
+            str(args.epochs),
+            "--transforms",
+            "5",
+            "--hidden",
+            "64",
+            "64",
+            "--batch-size",
+            "256",
+            "--lr",
+            "3e-3",
+            "--seed",
+            str(args.seed),
+            "--rows",
+            "20000",
+            *(["--no-progress"] if args.no_progress else []),
+        ]
     )
     summary = _fit(fit_args, density=args.density)
     data = np.asarray(load(args.density, jax.random.key(args.seed + 100), 5000))
-    plot_args = argparse.Namespace(checkpoint=str(out / "model.npz"), data=None, context=None,
-                                   output=str(out / "density.png"), seed=args.seed)
+    plot_args = argparse.Namespace(
+        checkpoint=str(out / "model.npz"),
+        data=None,
+        context=None,
+        output=str(out / "density.png"),
+        seed=args.seed,
+    )
     _plot(plot_args, data=data)
-    print(f"demo: {args.density}, validation NLL {summary['val_nll']:.3f} nats, "
-          f"{summary['seconds']:.0f} s of training; see {out / 'density.png'}")
+    print(
+        f"demo: {args.density}, validation NLL {summary['val_nll']:.3f} nats, "
+        f"{summary['seconds']:.0f} s of training; see {out / 'density.png'}"
+    )
 
 
 def main(argv=None) -> int:

@@ -74,7 +74,8 @@ class NormalizingFlow:
     @jax.jit
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Log-density of ``x`` of shape ``(*, features)``, broadcast against the
-        batch shape; returns shape ``broadcast(*, batch_shape)``."""
+        batch shape; returns shape ``broadcast(*, batch_shape)``.
+        """
         x = check_event(x, self.event_shape[0], "x")
         z, ladj = self.transform.forward_and_log_det(x)
         return self.base.log_prob(z) + ladj
@@ -87,12 +88,14 @@ class NormalizingFlow:
 
     def rsample_and_log_prob(self, key: jax.Array, shape=()):
         """Differentiable samples ``(*shape, *batch, features)`` and their
-        log-densities ``(*shape, *batch)``, in one sequential pass."""
+        log-densities ``(*shape, *batch)``, in one sequential pass.
+        """
         return self._rsample_and_log_prob(key, _shape(shape))
 
     def rsample(self, key: jax.Array, shape=()) -> jax.Array:
         """Samples of shape ``(*shape, *batch, features)``, differentiable with
-        respect to the flow's parameters (reparameterisation)."""
+        respect to the flow's parameters (reparameterisation).
+        """
         return self._rsample(key, _shape(shape))
 
     @functools.partial(jax.jit, static_argnums=2)
@@ -106,5 +109,6 @@ class NormalizingFlow:
 
     def sample_and_log_prob(self, key: jax.Array, shape=()):
         """Samples and their log-densities in one sequential pass, without
-        gradients."""
+        gradients.
+        """
         return jax.lax.stop_gradient(self.rsample_and_log_prob(key, shape))

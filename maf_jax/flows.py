@@ -91,9 +91,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
         self.layout = MadeLayout(features, context, passes, tuple(hidden_features), total)
         self.univariate = univariate
         self.order = Order(jnp.asarray(order, jnp.int32))
-        self.hyper = MaskedMLP(
-            self.layout.masks, activation, rngs=rngs, param_dtype=param_dtype
-        )
+        self.hyper = MaskedMLP(self.layout.masks, activation, rngs=rngs, param_dtype=param_dtype)
 
     @property
     def features(self) -> int:

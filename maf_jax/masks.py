@@ -32,9 +32,7 @@ def check_order(order, features: int) -> np.ndarray:
             f"shape {order.shape} and dtype {order.dtype}"
         )
     if not np.array_equal(np.sort(order), np.arange(features)):
-        raise ValueError(
-            f"order must be a permutation of range({features}), got {order.tolist()}"
-        )
+        raise ValueError(f"order must be a permutation of range({features}), got {order.tolist()}")
     return order.astype(np.int32)
 
 
@@ -99,9 +97,7 @@ class MadeLayout:
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.context, (int, np.integer)) or self.context < 0:
-            raise ValueError(
-                f"context must be a non-negative integer, got {self.context!r}"
-            )
+            raise ValueError(f"context must be a non-negative integer, got {self.context!r}")
         if not isinstance(self.hidden_features, Sequence) or any(
             not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden_features
         ):
@@ -131,7 +127,8 @@ class MadeLayout:
     @functools.cached_property
     def output_ranks(self) -> np.ndarray:
         """Rank of each output unit; output ``p * total + q`` is parameter ``q`` of
-        feature ``p``. Shape ``(features * total,)``."""
+        feature ``p``. Shape ``(features * total,)``.
+        """
         return np.repeat(np.arange(self.features) // self.block, self.total)
 
     @functools.cached_property

@@ -17,7 +17,9 @@ def _bounds(points: np.ndarray, margin: float = 0.1):
     return low - pad, high + pad
 
 
-def plot(model, path, *, data=None, key: jax.Array, n: int = 5000, features: int = 4, c=None) -> Path:
+def plot(
+    model, path, *, data=None, key: jax.Array, n: int = 5000, features: int = 4, c=None
+) -> Path:
     """Writes a figure of ``model(c)`` to ``path`` (PNG, PDF or SVG).
 
     Two features: the log-density as a heat map beside the data and samples.
@@ -50,15 +52,27 @@ def plot(model, path, *, data=None, key: jax.Array, n: int = 5000, features: int
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), constrained_layout=True)
         for ax, (title, points) in zip(axes, panels):
             if points is None:
-                ax.imshow(density.reshape(200, 200), origin="lower", cmap="viridis",
-                          extent=(low[0], high[0], low[1], high[1]), aspect="auto")
+                ax.imshow(
+                    density.reshape(200, 200),
+                    origin="lower",
+                    cmap="viridis",
+                    extent=(low[0], high[0], low[1], high[1]),
+                    aspect="auto",
+                )
             else:
-                ax.hist2d(points[:, 0], points[:, 1], bins=120, range=[[low[0], high[0]], [low[1], high[1]]],
-                          cmap="viridis")
+                ax.hist2d(
+                    points[:, 0],
+                    points[:, 1],
+                    bins=120,
+                    range=[[low[0], high[0]], [low[1], high[1]]],
+                    cmap="viridis",
+                )
             ax.set_title(title)
     else:
         k = min(features, samples.shape[-1])
-        fig, axes = plt.subplots(k, k, figsize=(2.5 * k, 2.5 * k), constrained_layout=True, squeeze=False)
+        fig, axes = plt.subplots(
+            k, k, figsize=(2.5 * k, 2.5 * k), constrained_layout=True, squeeze=False
+        )
         for i in range(k):
             for j in range(k):
                 ax = axes[i, j]
@@ -66,8 +80,12 @@ def plot(model, path, *, data=None, key: jax.Array, n: int = 5000, features: int
                     ax.hist(reference[:, i], bins=60, density=True, alpha=0.5, label="data")
                     ax.hist(samples[:, i], bins=60, density=True, alpha=0.5, label="samples")
                 else:
-                    ax.scatter(reference[:2000, j], reference[:2000, i], s=1, alpha=0.3, label="data")
-                    ax.scatter(samples[:2000, j], samples[:2000, i], s=1, alpha=0.3, label="samples")
+                    ax.scatter(
+                        reference[:2000, j], reference[:2000, i], s=1, alpha=0.3, label="data"
+                    )
+                    ax.scatter(
+                        samples[:2000, j], samples[:2000, i], s=1, alpha=0.3, label="samples"
+                    )
                 if i == k - 1:
                     ax.set_xlabel(f"x{j}")
                 if j == 0:

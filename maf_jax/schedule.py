@@ -64,7 +64,8 @@ class Block:
 def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
     """Start of the window of units of degree ``s - 1``. Where that degree has no
     unit, the window moves down onto units that are already final, which are
-    recomputed to the same values, so that buffers never hold partial values."""
+    recomputed to the same values, so that buffers never hold partial values.
+    """
     first = np.searchsorted(degree, steps - 1, side="left")
     last = np.searchsorted(degree, steps - 1, side="right")
     start = np.where(last > first, first, last - width)
@@ -110,11 +111,17 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]
         head, peeled, rest = steps[:0], steps[:0], steps
     else:
         lowest = int(layout.hidden_degrees[0][0])
-        head, peeled, rest = steps[: lowest + 1], steps[lowest + 1 : lowest + 2], steps[lowest + 2 :]
+        head, peeled, rest = (
+            steps[: lowest + 1],
+            steps[lowest + 1 : lowest + 2],
+            steps[lowest + 2 :],
+        )
     out = [_block(layout, head, False)] if head.size else []
     out += [_block(layout, peeled, True)] if peeled.size else []
     if rest.size:
         count = blocks or math.ceil(math.sqrt(rest.size) / 2)
-        out += [_block(layout, part, bool(layout.hidden_features))
-                for part in np.array_split(rest, min(count, rest.size))]
+        out += [
+            _block(layout, part, bool(layout.hidden_features))
+            for part in np.array_split(rest, min(count, rest.size))
+        ]
     return tuple(out)

@@ -130,11 +130,21 @@ def fit(
 
     split_key, key = jax.random.split(key)
     train, val = split(len(data), (1 - validation, validation), split_key)
-    pick = lambda a, rows: None if a is None else jnp.asarray(a[rows], jnp.float32)
-    x_train, c_train, x_val, c_val = pick(data, train), pick(context, train), pick(data, val), pick(context, val)
+
+    def pick(a, rows):
+        return None if a is None else jnp.asarray(a[rows], jnp.float32)
+
+    x_train, c_train, x_val, c_val = (
+        pick(data, train),
+        pick(context, train),
+        pick(data, val),
+        pick(context, val),
+    )
     model = flow
     if standardize and not isinstance(flow, Standardized):
-        model = Standardized.from_data(flow, data[train], None if context is None else context[train])
+        model = Standardized.from_data(
+            flow, data[train], None if context is None else context[train]
+        )
 
     optimizer = optimizer or optax.adam(1e-3)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -154,8 +164,9 @@ def fit(
         def step(carry, rows):
             params, opt_state = carry
             c = None if c_train is None else c_train[rows]
-            loss_fn = lambda p: _nll(graphdef, p, rest, x_train[rows], c).mean()
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+            loss, grads = jax.value_and_grad(
+                lambda p: _nll(graphdef, p, rest, x_train[rows], c).mean()
+            )(params)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 

@@ -46,6 +46,8 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
             mask = layer.mask[...]
             fan_in = np.maximum(np.asarray(mask).sum(0), 1)
             dtype = layer.kernel[...].dtype
-            layer.kernel[...] = jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in) * mask
+            layer.kernel[...] = (
+                jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in) * mask
+            )
             layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
     return module

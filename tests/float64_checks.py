@@ -9,10 +9,10 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import scramble  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
-from conftest import scramble  # noqa: E402
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse  # noqa: E402
 
 F64 = jnp.float64
@@ -42,8 +42,17 @@ def transform_check(kwargs):
 
 
 def grads_check():
-    flow = scramble(MAF(3, context=2, transforms=2, hidden_features=(8, 8), activation=jax.nn.elu,
-                        rngs=nnx.Rngs(0), param_dtype=F64))
+    flow = scramble(
+        MAF(
+            3,
+            context=2,
+            transforms=2,
+            hidden_features=(8, 8),
+            activation=jax.nn.elu,
+            rngs=nnx.Rngs(0),
+            param_dtype=F64,
+        )
+    )
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
     c = jnp.array([0.5, -0.3])
     x = jax.random.normal(jax.random.key(2), (3, 3), F64)
@@ -52,7 +61,9 @@ def grads_check():
         return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
 
     check_grads(log_prob, (params, x), order=2, modes=("fwd", "rev"))
-    sample = lambda params: nnx.merge(graphdef, params, rest)(c).rsample(jax.random.key(3), (2,)).sum()
+    sample = lambda params: (
+        nnx.merge(graphdef, params, rest)(c).rsample(jax.random.key(3), (2,)).sum()
+    )
     check_grads(sample, (params,), order=1, modes=("rev",))
 
 

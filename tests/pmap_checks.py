@@ -65,10 +65,14 @@ def check_pmap():
     replicate = lambda tree: jax.tree.map(lambda a: jnp.stack([a] * DEVICES), tree)
     shard = lambda a: a.reshape(DEVICES, -1, *a.shape[1:])
     step = jax.pmap(pmap_step, axis_name="devices")
-    replicated = train(step, replicate(params), replicate(optimizer.init(params)), shard(x), shard(c))
+    replicated = train(
+        step, replicate(params), replicate(optimizer.init(params)), shard(x), shard(c)
+    )
     for i in range(DEVICES):
         assert_close(jax.tree.map(lambda a: a[i], replicated), reference())
-    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a[0]) - np.asarray(b)).max(), replicated, params)
+    moved = jax.tree.map(
+        lambda a, b: np.abs(np.asarray(a[0]) - np.asarray(b)).max(), replicated, params
+    )
     assert max(jax.tree.leaves(moved)) > 1e-3  # training changed the parameters
 
 
@@ -82,7 +86,11 @@ def check_sharded_jit():
 
 if __name__ == "__main__":
     results = {}
-    for name, check in [("devices", check_devices), ("pmap", check_pmap), ("sharded_jit", check_sharded_jit)]:
+    for name, check in [
+        ("devices", check_devices),
+        ("pmap", check_pmap),
+        ("sharded_jit", check_sharded_jit),
+    ]:
         try:
             check()
             results[name] = ""

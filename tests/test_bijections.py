@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import scramble
 from flax import nnx
 
 import maf_jax
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse, incremental_inverse
 from maf_jax.masks import autoregressive_adjacency
-from conftest import scramble
 
 FEATURES = 5
 CONTEXT = 3
@@ -86,10 +86,17 @@ def test_incremental_inverse_matches_full_pass(name, chunk):
     [(None, None, 0), ([3, 0, 4, 2, 1], None, 2), ([1, 4, 0, 2, 3], 3, 0), (None, 2, 1)],
 )
 def test_jacobian_is_zero_where_the_order_forbids(order, passes, context):
-    t = scramble(MaskedAutoregressiveTransform(
-        FEATURES, context, passes, order, hidden_features=(24, 24),
-        activation=jax.nn.elu, rngs=nnx.Rngs(3),
-    ))
+    t = scramble(
+        MaskedAutoregressiveTransform(
+            FEATURES,
+            context,
+            passes,
+            order,
+            hidden_features=(24, 24),
+            activation=jax.nn.elu,
+            rngs=nnx.Rngs(3),
+        )
+    )
     c = jnp.ones(context) if context else None
     jacobian = jax.jacfwd(t(c).forward)(jnp.linspace(-1.0, 1.0, FEATURES))
     order = np.arange(FEATURES) if order is None else np.asarray(order)
@@ -100,7 +107,9 @@ def test_jacobian_is_zero_where_the_order_forbids(order, passes, context):
 
 
 def test_two_passes_give_a_coupling_jacobian():
-    t = scramble(MaskedAutoregressiveTransform(6, passes=2, rngs=nnx.Rngs(4), activation=jax.nn.elu))
+    t = scramble(
+        MaskedAutoregressiveTransform(6, passes=2, rngs=nnx.Rngs(4), activation=jax.nn.elu)
+    )
     jacobian = np.asarray(jax.jacfwd(t().forward)(jnp.linspace(-1.0, 1.0, 6)))
     first, second = slice(0, 3), slice(3, 6)
     for block in (jacobian[first, first], jacobian[second, second]):

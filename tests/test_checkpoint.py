@@ -7,18 +7,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import scramble
 from flax import nnx
 
 from maf_jax import MAF, checkpoint
 from maf_jax.checkpoint import CheckpointError
 from maf_jax.standardize import Standardized
-from conftest import scramble
 
 
 @pytest.fixture(scope="module")
 def model():
-    flow = scramble(MAF(3, context=2, transforms=3, randperm=True, hidden_features=(16, 8),
-                        activation=jax.nn.elu, passes=2, rngs=nnx.Rngs(0)))
+    flow = scramble(
+        MAF(
+            3,
+            context=2,
+            transforms=3,
+            randperm=True,
+            hidden_features=(16, 8),
+            activation=jax.nn.elu,
+            passes=2,
+            rngs=nnx.Rngs(0),
+        )
+    )
     return Standardized(flow, [1.0, -2.0, 0.5], [2.0, 0.5, 1.0], [0.0, 1.0], [1.0, 3.0])
 
 
@@ -28,7 +38,9 @@ def test_round_trip_gives_identical_log_prob_and_samples(model, tmp_path):
     x = jax.random.normal(jax.random.key(0), (7, 3))
     c = jax.random.normal(jax.random.key(1), (7, 2))
     np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
-    np.testing.assert_array_equal(loaded(c).sample(jax.random.key(2)), model(c).sample(jax.random.key(2)))
+    np.testing.assert_array_equal(
+        loaded(c).sample(jax.random.key(2)), model(c).sample(jax.random.key(2))
+    )
     assert [t.order[...].tolist() for t in loaded.flow.transforms] == [
         t.order[...].tolist() for t in model.flow.transforms
     ]
@@ -39,7 +51,9 @@ def test_plain_maf_round_trip(tmp_path):
     flow = MAF(2, transforms=2, rngs=nnx.Rngs(3))
     loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
     assert isinstance(loaded, MAF)
-    np.testing.assert_array_equal(loaded().log_prob(jnp.ones((2, 2))), flow().log_prob(jnp.ones((2, 2))))
+    np.testing.assert_array_equal(
+        loaded().log_prob(jnp.ones((2, 2))), flow().log_prob(jnp.ones((2, 2)))
+    )
 
 
 def test_failed_write_keeps_the_old_file(model, tmp_path, monkeypatch):
@@ -71,12 +85,18 @@ def set_config(arrays, **updates):
 @pytest.mark.parametrize(
     "change,match",
     [
-        (lambda a: a.pop("flow/transforms/1/hyper/layers/0/kernel"), "do not match the configuration"),
+        (
+            lambda a: a.pop("flow/transforms/1/hyper/layers/0/kernel"),
+            "do not match the configuration",
+        ),
         (lambda a: a.update({"mean": np.ones(4)}), "mean has shape \\(4,\\), expected \\(3,\\)"),
         (lambda a: set_config(a, format="other/9"), "unknown checkpoint format"),
         (lambda a: set_config(a, hidden_features=[16, 9]), "shape"),
         (lambda a: set_config(a, activation="swish2"), "invalid configuration"),
-        (lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}), "permutation"),
+        (
+            lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}),
+            "permutation",
+        ),
         (lambda a: a.pop("__config__"), "not a readable maf-jax checkpoint"),
     ],
 )

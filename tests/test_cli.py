@@ -10,14 +10,27 @@ import pytest
 from maf_jax import checkpoint
 from maf_jax.cli import main
 
-SMALL = ["--epochs", "2", "--transforms", "2", "--hidden", "8", "--batch-size", "32", "--no-progress"]
+SMALL = [
+    "--epochs",
+    "2",
+    "--transforms",
+    "2",
+    "--hidden",
+    "8",
+    "--batch-size",
+    "32",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
-    data = rng.normal(size=(200, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 2.0]]) + 4
+    data = (
+        rng.normal(size=(200, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 2.0]])
+        + 4
+    )
     np.save(root / "data.npy", data)
     np.savetxt(root / "data.csv", data, delimiter=",", header="a,b,c", comments="")
     np.save(root / "context.npy", rng.normal(size=(200, 2)))
@@ -57,18 +70,40 @@ def test_sample_and_plot(fitted, files):
 
 def test_conditional_fit_and_sample(files):
     model = files / "conditional.npz"
-    args = ["fit", str(files / "data.npy"), "--context", str(files / "context.npy"), "-o", str(model)]
+    args = [
+        "fit",
+        str(files / "data.npy"),
+        "--context",
+        str(files / "context.npy"),
+        "-o",
+        str(model),
+    ]
     assert main([*args, *SMALL]) == 0
     np.save(files / "one_context.npy", np.zeros((2, 2)))
     out = files / "conditional_samples.npy"
-    assert main(["sample", str(model), "-n", "4", "-o", str(out), "--context", str(files / "one_context.npy")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(model),
+                "-n",
+                "4",
+                "-o",
+                str(out),
+                "--context",
+                str(files / "one_context.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.load(out).shape == (4, 2, 3)
 
 
 def test_console_script_reports_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "maf_jax.cli", "eval", str(tmp_path / "none.npz"), "two_moons"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -88,10 +123,19 @@ def bad_inputs(root):
         (["fit", str(root / "flat.npy")], "expected a 2-D array \\(rows, features\\)"),
         (["fit", str(root / "words.csv")], "row 3, column 2 is not a number: 'oops'"),
         (["fit", str(root / "few.npy")], "too few to split"),
-        (["fit", str(root / "data.npy"), "--context", str(root / "short_context.npy")], "has 10 rows but the data has 200"),
-        (["eval", str(root / "corrupt.npz"), str(root / "data.npy")], "not a readable maf-jax checkpoint"),
+        (
+            ["fit", str(root / "data.npy"), "--context", str(root / "short_context.npy")],
+            "has 10 rows but the data has 200",
+        ),
+        (
+            ["eval", str(root / "corrupt.npz"), str(root / "data.npy")],
+            "not a readable maf-jax checkpoint",
+        ),
         (["eval", str(root / "model.npz"), str(root / "short_context.npy")], "expected 3 features"),
-        (["sample", str(root / "model.npz"), "-n", "0", "-o", str(root / "s.npy")], "positive number of samples"),
+        (
+            ["sample", str(root / "model.npz"), "-n", "0", "-o", str(root / "s.npy")],
+            "positive number of samples",
+        ),
         (["fit", "sklearn:iris"], "unknown scikit-learn data set"),
     ]
 

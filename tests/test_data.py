@@ -54,7 +54,11 @@ def test_pickled_and_unknown_files_are_refused(tmp_path):
         (np.ones((3, 4, 2)), None, "expected a 2-D array"),
         (np.ones((3, 4)), 5, "expected 5 features \\(columns\\), got 4"),
         (np.ones((0, 4)), None, "has no rows"),
-        (np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]]), None, "2 row\\(s\\) hold NaN or inf \\(first: row 1\\)"),
+        (
+            np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]]),
+            None,
+            "2 row\\(s\\) hold NaN or inf \\(first: row 1\\)",
+        ),
     ],
 )
 def test_check_rows(data, features, match):

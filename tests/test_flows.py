@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import scramble
 from flax import nnx
 
 from maf_jax import MAF, MaskedAutoregressiveTransform, MonotonicAffineTransform
-from conftest import scramble
-
 
 # The examples of the zuko MAF documentation, translated to JAX.
 
@@ -73,12 +72,20 @@ def test_seed_custom_masking_example():
 def test_default_and_random_orders():
     flow = MAF(4, transforms=3, rngs=nnx.Rngs(0))
     assert [t.order[...].tolist() for t in flow.transforms] == [
-        [0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3],
+        [0, 1, 2, 3],
+        [3, 2, 1, 0],
+        [0, 1, 2, 3],
     ]
-    orders = [t.order[...].tolist() for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms]
+    orders = [
+        t.order[...].tolist()
+        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms
+    ]
     assert all(sorted(o) == list(range(6)) for o in orders)
     assert len({tuple(o) for o in orders}) > 1
-    again = [t.order[...].tolist() for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms]
+    again = [
+        t.order[...].tolist()
+        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms
+    ]
     assert again == orders  # drawn from rngs, so reproducible
 
 
@@ -143,7 +150,9 @@ def test_log_prob_is_base_plus_log_det():
 
 
 def test_density_integrates_to_one():
-    flow = scramble(MAF(2, transforms=3, hidden_features=(32, 32), activation=jax.nn.elu, rngs=nnx.Rngs(3)))
+    flow = scramble(
+        MAF(2, transforms=3, hidden_features=(32, 32), activation=jax.nn.elu, rngs=nnx.Rngs(3))
+    )
     grid = jnp.linspace(-12.0, 12.0, 1601)
     cell = (grid[1] - grid[0]) ** 2
     xy = jnp.stack(jnp.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
@@ -195,7 +204,9 @@ def test_functional_idiom():
     np.testing.assert_array_equal(kernel_grad[~mask], 0.0)  # masked weights get no gradient
     assert np.any(kernel_grad[mask] != 0.0)
 
-    sampled = jax.jit(lambda p, c, k: nnx.merge(graphdef, p, rest)(c).sample(k, (4,)))(params, cs, jax.random.key(3))
+    sampled = jax.jit(lambda p, c, k: nnx.merge(graphdef, p, rest)(c).sample(k, (4,)))(
+        params, cs, jax.random.key(3)
+    )
     assert sampled.shape == (4, 5, 3)
 
 
@@ -203,7 +214,9 @@ def test_distribution_crosses_jit():
     flow = MAF(3, transforms=2, rngs=nnx.Rngs(0))
     dist = jax.jit(lambda: flow())()
     x = jnp.ones((2, 3))
-    np.testing.assert_allclose(jax.jit(lambda d, x: d.log_prob(x))(dist, x), flow().log_prob(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(lambda d, x: d.log_prob(x))(dist, x), flow().log_prob(x), rtol=1e-6
+    )
 
 
 def test_rsample_is_differentiable_and_sample_is_not():
@@ -235,7 +248,10 @@ def test_rsample_is_differentiable_and_sample_is_not():
         (lambda: MAF(3, order=[0, 2, 1], randperm=True, rngs=nnx.Rngs(0)), "not both"),
         (lambda: MAF(3, hidden_features=(8, 0), rngs=nnx.Rngs(0)), "at least one unit"),
         (lambda: MAF(3, shapes=(), rngs=nnx.Rngs(0)), "non-empty sequence of shapes"),
-        (lambda: MaskedAutoregressiveTransform(2.5, rngs=nnx.Rngs(0)), "features must be a positive integer"),
+        (
+            lambda: MaskedAutoregressiveTransform(2.5, rngs=nnx.Rngs(0)),
+            "features must be a positive integer",
+        ),
     ],
 )
 def test_construction_errors(build, match):

@@ -48,9 +48,7 @@ def test_mask_product_is_the_autoregressive_adjacency(features, context, passes,
 
 def test_adjacency_by_hand():
     # order [2, 0, 1], passes 3: feature 1 first, then 2, then 0.
-    expected = np.array(
-        [[0, 1, 1, 1], [0, 0, 0, 1], [0, 1, 0, 1]], dtype=bool
-    )
+    expected = np.array([[0, 1, 1, 1], [0, 0, 0, 1], [0, 1, 0, 1]], dtype=bool)
     np.testing.assert_array_equal(autoregressive_adjacency([2, 0, 1], 3, context=1), expected)
 
 
@@ -81,7 +79,13 @@ def test_narrow_network_leaves_no_output_without_inputs():
 
 @pytest.mark.parametrize(
     "features,context,passes,hidden",
-    [(10, 2, 10, (23, 17)), (64, 0, 64, (128, 128)), (40, 0, 40, (8,)), (7, 0, 3, (5, 6)), (9, 1, 9, ())],
+    [
+        (10, 2, 10, (23, 17)),
+        (64, 0, 64, (128, 128)),
+        (40, 0, 40, (8,)),
+        (7, 0, 3, (5, 6)),
+        (9, 1, 9, ()),
+    ],
 )
 def test_schedule_covers_every_step_and_unit(features, context, passes, hidden):
     layout = MadeLayout(features, context, passes, hidden, 2)
@@ -131,7 +135,11 @@ def test_layout_errors(kwargs, match):
 
 @pytest.mark.parametrize(
     "order,match",
-    [([0, 1, 1], "permutation of range\\(3\\)"), ([0, 1], "shape \\(2,\\)"), ([0.0, 1.0, 2.0], "integer")],
+    [
+        ([0, 1, 1], "permutation of range\\(3\\)"),
+        ([0, 1], "shape \\(2,\\)"),
+        ([0.0, 1.0, 2.0], "integer"),
+    ],
 )
 def test_order_errors(order, match):
     with pytest.raises(ValueError, match=match):

@@ -34,9 +34,15 @@ def test_standardisation_is_undone_with_its_jacobian(data):
 
 
 def test_fit_reaches_the_gaussian_likelihood(data):
-    model, history = fit(MAF(2, transforms=2, hidden_features=(16,), rngs=nnx.Rngs(0)), data,
-                         key=jax.random.key(0), epochs=15, batch_size=64, patience=None,
-                         progress=False)
+    model, history = fit(
+        MAF(2, transforms=2, hidden_features=(16,), rngs=nnx.Rngs(0)),
+        data,
+        key=jax.random.key(0),
+        epochs=15,
+        batch_size=64,
+        patience=None,
+        progress=False,
+    )
     # exact entropy of the generating Gaussian: log(2 pi e) + log(10 * 0.1)
     entropy = math.log(2 * math.pi * math.e)
     mean, stderr = mean_log_prob(model, data)
@@ -47,9 +53,16 @@ def test_fit_reaches_the_gaussian_likelihood(data):
 
 
 def test_early_stopping_keeps_the_best_parameters(data):
-    model, history = fit(MAF(2, transforms=1, hidden_features=(8,), rngs=nnx.Rngs(0)), data,
-                         key=jax.random.key(1), epochs=200, patience=2, batch_size=64,
-                         optimizer=optax.adam(0.3), progress=False)
+    model, history = fit(
+        MAF(2, transforms=1, hidden_features=(8,), rngs=nnx.Rngs(0)),
+        data,
+        key=jax.random.key(1),
+        epochs=200,
+        patience=2,
+        batch_size=64,
+        optimizer=optax.adam(0.3),
+        progress=False,
+    )
     assert history.stopped == "early stopping" and len(history.val_nll) < 200
     assert history.best_epoch == len(history.val_nll) - 3
     _, val = split(len(data), (0.9, 0.1), jax.random.split(jax.random.key(1))[0])
@@ -60,8 +73,14 @@ def test_early_stopping_keeps_the_best_parameters(data):
 def test_non_finite_loss_stops_and_keeps_last_good_parameters(data):
     flow = MAF(2, transforms=1, hidden_features=(8,), rngs=nnx.Rngs(0))
     with pytest.warns(RuntimeWarning, match="non-finite training loss at epoch 0"):
-        model, history = fit(flow, data, key=jax.random.key(0), epochs=3, progress=False,
-                             optimizer=optax.sgd(float("nan")))
+        model, history = fit(
+            flow,
+            data,
+            key=jax.random.key(0),
+            epochs=3,
+            progress=False,
+            optimizer=optax.sgd(float("nan")),
+        )
     assert history.steps == 0 and history.train_loss == []
     params = nnx.state(model, nnx.Param)
     assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
@@ -72,8 +91,15 @@ def test_steps_budget_and_conditional_fit():
     c = rng.normal(size=(300, 1))
     x = c * 2 + 0.1 * rng.normal(size=(300, 1))
     x = np.concatenate([x, rng.normal(size=(300, 1))], axis=1)
-    model, history = fit(MAF(2, context=1, transforms=2, rngs=nnx.Rngs(0)), x, context=c,
-                         key=jax.random.key(0), steps=25, batch_size=32, progress=False)
+    model, history = fit(
+        MAF(2, context=1, transforms=2, rngs=nnx.Rngs(0)),
+        x,
+        context=c,
+        key=jax.random.key(0),
+        steps=25,
+        batch_size=32,
+        progress=False,
+    )
     assert history.steps == 25
     far = model(jnp.array([[3.0]])).log_prob(jnp.array([[6.0, 0.0], [-6.0, 0.0]]))
     assert far[0] > far[1]  # the context moved the density
@@ -90,7 +116,13 @@ def test_steps_budget_and_conditional_fit():
 )
 def test_fit_errors(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        fit(MAF(2, transforms=1, rngs=nnx.Rngs(0)), data, key=jax.random.key(0), progress=False, **kwargs)
+        fit(
+            MAF(2, transforms=1, rngs=nnx.Rngs(0)),
+            data,
+            key=jax.random.key(0),
+            progress=False,
+            **kwargs,
+        )
 
 
 def test_fit_context_errors(data):

@@ -1,7 +1,6 @@
 """The seed's training loop in JAX with optax fits a 2-D density."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
