@@ -131,3 +131,12 @@ def test_fit_context_errors(data):
         fit(flow, data, key=jax.random.key(0), progress=False)
     with pytest.raises(DataError, match="context has 5 rows but data has 600"):
         fit(flow, data, context=np.ones((5, 1)), key=jax.random.key(0), progress=False)
+
+
+def test_top_level_exports_used_in_the_readme(tmp_path):
+    import maf_jax
+
+    assert maf_jax.fit is fit and maf_jax.mean_log_prob is mean_log_prob
+    flow = maf_jax.MAF(2, transforms=1, rngs=nnx.Rngs(0))
+    path = maf_jax.checkpoint.save(tmp_path / "m.npz", flow)
+    assert isinstance(maf_jax.checkpoint.load(path), maf_jax.MAF)
