@@ -111,8 +111,9 @@ class AutoregressiveTransform:
         return tuple(layers)
 
     def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
-        """Univariate bijection for rows ``x`` ``(N, D)`` in their original order,
-        from the parameter-major ``_original_weights``.
+        """Univariate bijection for rows ``x`` ``(N, D)`` in their original order.
+
+        ``weights`` are the parameter-major ``_original_weights``.
         """
         inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
         phi = mlp(weights, self.activation, inputs).reshape(x.shape[0], -1, x.shape[1])
@@ -127,8 +128,9 @@ class AutoregressiveTransform:
         return self.univariate(*params)
 
     def _flat(self, x: jax.Array, sort: bool = False):
-        """Broadcasts against the context and flattens to ``(N, D)``; sorts by
-        ``order`` if ``sort``.
+        """Broadcasts against the context and flattens to ``(N, D)``.
+
+        Sorts the features by ``order`` first if ``sort``.
         """
         lead = self._lead_shape(x)
         x = self._sort(x) if sort else x
@@ -160,8 +162,9 @@ class AutoregressiveTransform:
         return self._unflat(y, ladj, lead)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Noise to data with ``incremental_inverse``; returns ``x`` and
-        ``log|det dx/dy|``.
+        """Noise to data with ``incremental_inverse``.
+
+        Returns ``x`` and ``log|det dx/dy|``.
         """
         return incremental_inverse(self, y)
 
@@ -274,9 +277,11 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
         return jnp.broadcast_to(pre, (hi - lo, below.shape[1]))
 
     def inner(w_local, pre, local, work: Layer, start):
-        """A window's pre-activations: ``pre`` plus the inputs made final in the
-        block, read from ``local``, the block's rows of the layer below, whose
-        weights ``w_local`` are zero for rows that ``pre`` already counts.
+        """A window's pre-activations.
+
+        ``pre`` plus the inputs made final in the block, read from ``local``, the
+        block's rows of the layer below, whose weights ``w_local`` are zero for rows
+        that ``pre`` already counts.
         """
         value = rows(pre, start - work.rows[0], work.width)
         if work.inside[1] > work.inside[0]:
@@ -289,8 +294,10 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
         return w[:, lo:hi] * keep.astype(w.dtype)
 
     def univariate(phi):
-        """Parameters from unit-major outputs ``(block * total, n)``, each of shape
-        ``(block, n, *shape)``, without transposing parameters of shape ``()``.
+        """Univariate bijection from unit-major outputs ``(block * total, n)``.
+
+        Each parameter has shape ``(block, n, *shape)``; parameters of shape ``()``
+        are not transposed.
         """
         phi, params, offset = phi.reshape(block, total, -1), [], 0
         for shape in t.shapes:

@@ -110,8 +110,10 @@ def check_rows(data, name: str = "data", features: int | None = None) -> np.ndar
 
 
 def load_sklearn(name: str, key: jax.Array) -> np.ndarray:
-    """A data set bundled with scikit-learn: ``digits`` (1797 x 64, pixels
-    dequantised with uniform noise), ``breast_cancer`` (569 x 30), ``wine`` (178 x 13).
+    """A data set bundled with scikit-learn.
+
+    ``digits`` (1797 x 64, pixels dequantised with uniform noise), ``breast_cancer``
+    (569 x 30) or ``wine`` (178 x 13).
 
     Raises:
         DataError: For an unknown name or when scikit-learn is not installed.

@@ -73,8 +73,9 @@ class NormalizingFlow:
 
     @jax.jit
     def log_prob(self, x: jax.Array) -> jax.Array:
-        """Log-density of ``x`` of shape ``(*, features)``, broadcast against the
-        batch shape; returns shape ``broadcast(*, batch_shape)``.
+        """Log-density of ``x`` of shape ``(*, features)``.
+
+        ``x`` broadcasts against the batch shape; returns ``broadcast(*, batch_shape)``.
         """
         x = check_event(x, self.event_shape[0], "x")
         z, ladj = self.transform.forward_and_log_det(x)
@@ -87,14 +88,16 @@ class NormalizingFlow:
         return x, self.base.log_prob(z) - ladj
 
     def rsample_and_log_prob(self, key: jax.Array, shape=()):
-        """Differentiable samples ``(*shape, *batch, features)`` and their
-        log-densities ``(*shape, *batch)``, in one sequential pass.
+        """Differentiable samples and their log-densities, in one sequential pass.
+
+        Shapes ``(*shape, *batch, features)`` and ``(*shape, *batch)``.
         """
         return self._rsample_and_log_prob(key, _shape(shape))
 
     def rsample(self, key: jax.Array, shape=()) -> jax.Array:
-        """Samples of shape ``(*shape, *batch, features)``, differentiable with
-        respect to the flow's parameters (reparameterisation).
+        """Samples of shape ``(*shape, *batch, features)``, reparameterised.
+
+        Differentiable with respect to the flow's parameters.
         """
         return self._rsample(key, _shape(shape))
 
@@ -108,7 +111,5 @@ class NormalizingFlow:
         return jax.lax.stop_gradient(self.rsample(key, shape))
 
     def sample_and_log_prob(self, key: jax.Array, shape=()):
-        """Samples and their log-densities in one sequential pass, without
-        gradients.
-        """
+        """Samples and their log-densities in one sequential pass, without gradients."""
         return jax.lax.stop_gradient(self.rsample_and_log_prob(key, shape))

@@ -133,8 +133,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
 
 
 class MAF(nnx.Module):
-    """Masked Autoregressive Flow: a stack of masked autoregressive transforms on
-    a standard normal base, with the interface of ``zuko.flows.MAF``.
+    """Masked Autoregressive Flow, with the interface of ``zuko.flows.MAF``.
+
+    A stack of masked autoregressive transforms on a standard normal base.
 
     Orders alternate between ascending and descending (or ``order`` and
     ``features - 1 - order`` when an ``order`` is given), or are drawn at random

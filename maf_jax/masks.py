@@ -126,8 +126,9 @@ class MadeLayout:
 
     @functools.cached_property
     def output_ranks(self) -> np.ndarray:
-        """Rank of each output unit; output ``p * total + q`` is parameter ``q`` of
-        feature ``p``. Shape ``(features * total,)``.
+        """Rank of each output unit, shape ``(features * total,)``.
+
+        Output ``p * total + q`` is parameter ``q`` of feature ``p``.
         """
         return np.repeat(np.arange(self.features) // self.block, self.total)
 

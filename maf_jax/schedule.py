@@ -62,9 +62,11 @@ class Block:
 
 
 def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
-    """Start of the window of units of degree ``s - 1``. Where that degree has no
-    unit, the window moves down onto units that are already final, which are
-    recomputed to the same values, so that buffers never hold partial values.
+    """Start of the window of units of degree ``s - 1`` at each step.
+
+    Where that degree has no unit, the window moves down onto units that are
+    already final, which are recomputed to the same values, so that buffers never
+    hold partial values.
     """
     first = np.searchsorted(degree, steps - 1, side="left")
     last = np.searchsorted(degree, steps - 1, side="right")
@@ -96,9 +98,11 @@ def _block(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Block:
 
 @functools.lru_cache(maxsize=256)
 def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]:
-    """Groups the steps into blocks: the steps before the first hidden unit, the
-    step of the lowest degree (which holds the remainder units), then ``blocks``
-    blocks of about equal length over the regular steps.
+    """Groups the steps of the inverse into blocks.
+
+    The steps before the first hidden unit, the step of the lowest degree (which
+    holds the remainder units), then ``blocks`` blocks of about equal length over
+    the regular steps.
 
     Args:
         layout: The MADE structure.
