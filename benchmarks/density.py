@@ -90,6 +90,31 @@ def train_loop(step, val_nll, get, set_, train, epochs, seed):
     return epoch + 1, best
 
 
+def fit_functional(params, log_prob, jit, grad, apply_updates, train, val, test, epochs, seed):
+    """The shared loop for the JAX libraries, given their jit, grad and update."""
+    optimizer = optax.adam(LR)
+    state = {"params": params, "opt": optimizer.init(params)}
+    log_prob = jit(log_prob)
+
+    @jit
+    def update(params, opt, x):
+        grads = grad(lambda p: -log_prob(p, x).mean())(params)
+        updates, opt = optimizer.update(grads, opt, params)
+        return apply_updates(params, updates), opt
+
+    def step(x):
+        state["params"], state["opt"] = update(state["params"], state["opt"], x)
+
+    def val_nll():
+        return -float(log_prob(state["params"], val).mean())
+
+    def restore(params):
+        state["params"] = params
+
+    epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], restore, train, epochs, seed)
+    return summary(log_prob(state["params"], test)), epochs_run
+
+
 def run_maf_jax(train, val, test, epochs, seed):
     from flax import nnx
 
@@ -103,30 +128,10 @@ def run_maf_jax(train, val, test, epochs, seed):
         rngs=nnx.Rngs(seed),
     )
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
-    optimizer = optax.adam(LR)
-    state = {"params": params, "opt": optimizer.init(params)}
-    log_prob = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x))
-
-    @jax.jit
-    def update(params, opt, x):
-        grads = jax.grad(lambda p: -log_prob(p, x).mean())(params)
-        updates, opt = optimizer.update(grads, opt, params)
-        return optax.apply_updates(params, updates), opt
-
-    def step(x):
-        state["params"], state["opt"] = update(state["params"], state["opt"], x)
-
-    val_nll = lambda: -float(log_prob(state["params"], val).mean())
-    epochs_run, _ = train_loop(
-        step,
-        val_nll,
-        lambda: state["params"],
-        lambda p: state.update(params=p),
-        train,
-        epochs,
-        seed,
+    log_prob = lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x)
+    return fit_functional(
+        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, test, epochs, seed
     )
-    return summary(log_prob(state["params"], test)), epochs_run
 
 
 def run_flowjax(train, val, test, epochs, seed):
@@ -146,30 +151,19 @@ def run_flowjax(train, val, test, epochs, seed):
     params, static = eqx.partition(
         flow, eqx.is_inexact_array, is_leaf=lambda x: isinstance(x, paramax.NonTrainable)
     )
-    optimizer = optax.adam(LR)
-    state = {"params": params, "opt": optimizer.init(params)}
-    log_prob = eqx.filter_jit(lambda p, x: paramax.unwrap(eqx.combine(p, static)).log_prob(x))
-
-    @eqx.filter_jit
-    def update(params, opt, x):
-        grads = eqx.filter_grad(lambda p: -log_prob(p, x).mean())(params)
-        updates, opt = optimizer.update(grads, opt, params)
-        return eqx.apply_updates(params, updates), opt
-
-    def step(x):
-        state["params"], state["opt"] = update(state["params"], state["opt"], x)
-
-    val_nll = lambda: -float(log_prob(state["params"], val).mean())
-    epochs_run, _ = train_loop(
-        step,
-        val_nll,
-        lambda: state["params"],
-        lambda p: state.update(params=p),
+    log_prob = lambda p, x: paramax.unwrap(eqx.combine(p, static)).log_prob(x)
+    return fit_functional(
+        params,
+        log_prob,
+        eqx.filter_jit,
+        eqx.filter_grad,
+        eqx.apply_updates,
         train,
+        val,
+        test,
         epochs,
         seed,
     )
-    return summary(log_prob(state["params"], test)), epochs_run
 
 
 def run_zuko(train, val, test, epochs, seed):
