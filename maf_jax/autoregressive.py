@@ -29,9 +29,10 @@ from maf_jax.schedule import Block, Layer, schedule
 
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
 
-# Rows per chunk of the incremental inverse: its buffers, (rows, hidden) per layer,
-# then stay in cache across the steps (benchmarks/inverse_sweep.py).
-CHUNK = 1024
+# Rows per chunk of the incremental inverse, None for all at once: on CPU, chunks that
+# keep the buffers in cache no longer pay for their extra steps
+# (benchmarks/inverse_sweep.py); chunks bound the buffers' memory.
+CHUNK = None
 # Blocks of the incremental inverse; None: about sqrt(steps) / 2 (maf_jax/schedule.py,
 # benchmarks/inverse_sweep.py).
 BLOCKS = None
@@ -202,30 +203,28 @@ def full_pass_inverse(t: AutoregressiveTransform, y: jax.Array):
     return t._unflat(x, ladj, lead)
 
 
-def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | str | None = "auto"):
+def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | None = CHUNK):
     """Exact inverse at the cost of one network pass, over ``steps`` scan steps.
 
     Hidden units are laid out by degree; a unit of degree ``d`` depends only on
     features of rank ``<= d``, so it is final once step ``d`` is done. Step ``s``
     computes the window of units of degree ``s - 1`` in every layer, reading the
     full buffer of the layer below, then the outputs and the inverse of the
-    features of rank ``s``. Rows are processed in chunks so that the buffers stay
-    in cache across the steps.
+    features of rank ``s``. Steps are grouped into blocks (``maf_jax/schedule.py``)
+    so that most of the arithmetic runs as wide matrix products.
 
     Args:
         t: The bijection.
         y: Noise of shape ``(*, features)``.
-        chunk: Rows per chunk; ``None`` processes all rows at once; ``"auto"``
-            is ``CHUNK`` on CPU, where it keeps the buffers in cache, and ``None``
-            on accelerators, where a wide batch is what keeps them busy.
+        chunk: Rows per chunk, processed one after another to bound the memory
+            of the buffers, ``(hidden, chunk)`` per layer; ``None`` processes all
+            rows at once.
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
     ys, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
-    if chunk == "auto":
-        chunk = CHUNK if jax.default_backend() == "cpu" else None
     (kernel, bias), *rest = t.weights
     layers = [(kernel[:features], bias), *rest]
     if context is None:
@@ -293,21 +292,25 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
         keep = (np.arange(lo, hi) >= work.inside[0]) & (np.arange(lo, hi) < work.inside[1])
         return w[:, lo:hi] * keep.astype(w.dtype)
 
-    def univariate(phi):
-        """Univariate bijection from unit-major outputs ``(block * total, n)``.
+    def parameters(phi):
+        """Each univariate parameter's rows of unit-major outputs ``phi``.
 
-        Each parameter has shape ``(block, n, *shape)``; parameters of shape ``()``
-        are not transposed.
+        ``phi`` holds the ``(features * total, n)`` outputs of some features,
+        feature-major. Returns arrays of shape ``(features, n, *shape)``. Parameters
+        of shape ``()`` are strided row slices of ``phi``: XLA on CPU vectorises
+        elementwise work on those, not on rows read through a reshape or through a
+        slice of a fused sum.
         """
-        phi, params, offset = phi.reshape(block, total, -1), [], 0
+        out, offset = [], 0
         for shape in t.shapes:
             size = math.prod(shape)
-            part = phi[:, offset : offset + size]
-            params.append(
-                part[:, 0] if not shape else jnp.moveaxis(part, 1, -1).reshape(block, -1, *shape)
-            )
+            if not shape:
+                out.append(phi[offset::total])
+            else:
+                part = phi.reshape(-1, total, phi.shape[-1])[:, offset : offset + size]
+                out.append(jnp.moveaxis(part, 1, -1).reshape(part.shape[0], -1, *shape))
             offset += size
-        return t.univariate(*params)
+        return out
 
     def run(plan: Block, carry):
         xs, ladj, buffers = carry
@@ -319,7 +322,7 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
         for (w, b), buffer, work in zip(hidden, buffers, works):
             pres.append(outer(w, b, below, work))
             below = buffer
-        out_pre = outer(out_w, out_b, buffers[-1] if buffers else xs, plan.output)
+        out_pres = parameters(outer(out_w, out_b, buffers[-1] if buffers else xs, plan.output))
         # Steps read and write only the block's rows, kept in small local buffers
         # and written back once: the full buffers stay out of the loop.
         f0, f1 = (r // total for r in plan.output.rows)
@@ -336,8 +339,12 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
                 h = t.activation(inner(w, pre, below, work, s))
                 below = jax.lax.dynamic_update_slice_in_dim(local, h, s - work.rows[0], axis=0)
                 updated.append(below)
-            phi = inner(out_inside, out_pre, below, plan.output, feature_start * total)
-            x_block, ladj_block = univariate(phi).inverse_and_log_det(
+            # Each parameter is its slice of the outer terms plus the inner terms.
+            phi = [rows(pre, feature_start - f0, block) for pre in out_pres]
+            if plan.output.inside[1] > plan.output.inside[0]:
+                inner_phi = rows(out_inside, feature_start * total, block * total) @ below
+                phi = [a + b for a, b in zip(phi, parameters(inner_phi))]
+            x_block, ladj_block = t.univariate(*phi).inverse_and_log_det(
                 rows(ys, feature_start, block)
             )
             x_local = jax.lax.dynamic_update_slice_in_dim(

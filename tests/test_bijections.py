@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import scramble
-from flax import nnx
+from flax import nnx, struct
 
 import maf_jax
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse, incremental_inverse
@@ -13,6 +13,32 @@ from maf_jax.masks import autoregressive_adjacency
 
 FEATURES = 5
 CONTEXT = 3
+
+
+@struct.dataclass
+class MixedScaleAffine:
+    """A monotonic affine map with a parameter of shape (2,): its log-scale is the
+    bounded mean of two raw scales, so parameters of every rank go through the
+    inverses."""
+
+    shift: jax.Array
+    scales: jax.Array  # (*, features, 2)
+
+    def _affine(self):
+        return maf_jax.MonotonicAffineTransform(self.shift, self.scales.mean(-1))
+
+    def forward_and_log_det(self, x):
+        return self._affine().forward_and_log_det(x)
+
+    def inverse_and_log_det(self, y):
+        return self._affine().inverse_and_log_det(y)
+
+    def forward(self, x):
+        return self._affine().forward(x)
+
+    def inverse(self, y):
+        return self._affine().inverse(y)
+
 
 # name: (flow or transform, constructor kwargs)
 CONFIGS = {
@@ -24,6 +50,10 @@ CONFIGS = {
     "odd_hidden_elu": ("transform", dict(hidden_features=(7, 11), activation=jax.nn.elu)),
     "narrow": ("transform", dict(hidden_features=(3,), context=CONTEXT)),
     "linear": ("transform", dict(hidden_features=())),
+    "vector_parameter": (
+        "transform",
+        dict(univariate=MixedScaleAffine, shapes=((), (2,)), passes=3, context=CONTEXT),
+    ),
     "maf": ("flow", dict(transforms=3)),
     "maf_context": ("flow", dict(transforms=2, context=CONTEXT, passes=3)),
     "maf_randperm": ("flow", dict(transforms=3, randperm=True, activation=jax.nn.elu)),
