@@ -25,7 +25,7 @@ from flax import struct
 from maf_jax._checks import check_event
 from maf_jax.masks import MadeLayout
 from maf_jax.nn import Weights, mlp
-from maf_jax.schedule import Block, Layer, schedule
+from maf_jax.schedule import Group, schedule
 
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
 
@@ -33,9 +33,10 @@ __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental
 # keep the buffers in cache no longer pay for their extra steps
 # (benchmarks/inverse_sweep.py); chunks bound the buffers' memory.
 CHUNK = None
-# Blocks of the incremental inverse; None: about sqrt(steps) / 2 (maf_jax/schedule.py,
-# benchmarks/inverse_sweep.py).
+# Blocks of the incremental inverse, None for about sqrt(steps) / 2, and the most groups
+# they form, one lax.scan each (maf_jax/schedule.py, benchmarks/inverse_sweep.py).
 BLOCKS = None
+GROUPS = 4
 
 
 @struct.dataclass
@@ -203,7 +204,13 @@ def full_pass_inverse(t: AutoregressiveTransform, y: jax.Array):
     return t._unflat(x, ladj, lead)
 
 
-def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | None = CHUNK):
+def incremental_inverse(
+    t: AutoregressiveTransform,
+    y: jax.Array,
+    chunk: int | None = CHUNK,
+    blocks: int | None = BLOCKS,
+    groups: int = GROUPS,
+):
     """Exact inverse at the cost of one network pass, over ``steps`` scan steps.
 
     Hidden units are laid out by degree; a unit of degree ``d`` depends only on
@@ -219,21 +226,24 @@ def incremental_inverse(t: AutoregressiveTransform, y: jax.Array, chunk: int | N
         chunk: Rows per chunk, processed one after another to bound the memory
             of the buffers, ``(hidden, chunk)`` per layer; ``None`` processes all
             rows at once.
+        blocks: Blocks of regular steps; ``None`` for about ``sqrt(steps) / 2``.
+        groups: Most groups of blocks, each compiled once.
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
     ys, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
+    plan = schedule(t.layout, blocks, groups)
     (kernel, bias), *rest = t.weights
     layers = [(kernel[:features], bias), *rest]
     if context is None:
-        xs, ladj = _in_chunks(lambda ys: _incremental(t, layers, ys), chunk, ys)
+        xs, ladj = _in_chunks(lambda ys: _incremental(t, layers, ys, plan), chunk, ys)
     else:  # context inputs are constant: fold them into a per-row first bias
         rows_bias = bias + context @ kernel[features:]
 
         def solve(ys, rows_bias):
-            return _incremental(t, [(kernel[:features], rows_bias), *rest], ys)
+            return _incremental(t, [(kernel[:features], rows_bias), *rest], ys, plan)
 
         xs, ladj = _in_chunks(solve, chunk, ys, rows_bias)
     return t._unflat(xs, ladj, lead, unsort=True)
@@ -251,46 +261,42 @@ def _in_chunks(solve: Callable, chunk: int | None, *rows: jax.Array):
     return jax.tree.map(lambda a: a.reshape(count * chunk, -1)[:n], out)
 
 
-def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
+def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[Group, ...]):
     """The incremental inverse of rows ``ys`` ``(n, D)``, in the sorted space.
 
-    Buffers are kept unit-major, ``(units, n)``, so that windows and ranges of
-    units are contiguous rows. See ``maf_jax/schedule.py`` for the blocks.
+    ``plan`` is the layout's ``schedule``. Buffers are kept unit-major,
+    ``(units, n)``, so that windows and spans of units are contiguous rows.
     """
     total, block = t.layout.total, t.layout.block
     params = [(w.T, b.T) for w, b in layers]  # (out, in), (out,) or (out, n)
+    *hidden, (out_w, out_b) = params
     ys = ys.T
 
     def rows(a, start, size):
         return jax.lax.dynamic_slice_in_dim(a, start, size, axis=0)
 
-    def column(b):
-        return b[:, None] if b.ndim == 1 else b
+    def outer(w, b, below, lo, span, before: int):
+        """Pre-activations of units ``[lo, lo + span)`` from the final inputs.
 
-    def outer(w, b, below, work: Layer):
-        """Contributions of the inputs final before the block, plus the bias."""
-        lo, hi = work.rows
-        pre = column(b[lo:hi])
-        if work.before:
-            pre = pre + w[lo:hi, : work.before] @ below[: work.before]
-        return jnp.broadcast_to(pre, (hi - lo, below.shape[1]))
-
-    def inner(w_local, pre, local, work: Layer, start):
-        """A window's pre-activations.
-
-        ``pre`` plus the inputs made final in the block, read from ``local``, the
-        block's rows of the layer below, whose weights ``w_local`` are zero for rows
-        that ``pre`` already counts.
+        Inputs ``[0, before)`` may be final, the others are not; those not final
+        yet are zeros in ``below``, so the product counts exactly the final ones
+        whatever the block of the group.
         """
-        value = rows(pre, start - work.rows[0], work.width)
-        if work.inside[1] > work.inside[0]:
-            value = value + rows(w_local, start, work.width) @ local
-        return value
+        b, w = rows(b, lo, span), rows(w, lo, span)
+        pre = b[:, None] if b.ndim == 1 else b
+        if before > 0:
+            pre = pre + w[:, :before] @ below[:before]
+        return jnp.broadcast_to(pre, (span, below.shape[1]))
 
-    def local_weights(w, lo, hi, work: Layer):
-        """Columns ``[lo, hi)`` of ``w``, zero outside ``work.inside``."""
-        keep = (np.arange(lo, hi) >= work.inside[0]) & (np.arange(lo, hi) < work.inside[1])
-        return w[:, lo:hi] * keep.astype(w.dtype)
+    def local_weights(w, lo, span, below_lo, below_span, inside):
+        """Weights from the block's span of the layer below to the layer's span.
+
+        Zero outside ``inside``, the inputs that become final within the block:
+        the others are already in ``outer``.
+        """
+        w = jax.lax.dynamic_slice_in_dim(rows(w, lo, span), below_lo, below_span, axis=1)
+        unit = below_lo + jnp.arange(below_span)
+        return jnp.where((unit >= inside[0]) & (unit < inside[1]), w, 0)
 
     def parameters(phi):
         """Each univariate parameter's rows of unit-major outputs ``phi``.
@@ -312,69 +318,97 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array):
             offset += size
         return out
 
-    def run(plan: Block, carry):
+    def run(group: Group, carry, offsets):
+        """One block of ``group``; ``offsets`` are the block's rows of ``group``'s."""
         xs, ladj, buffers = carry
-        *hidden, (out_w, out_b) = params
-        works = plan.layers if plan.hidden else ()
-        hidden = hidden[: len(works)]
-        # The outer products read only what is final before the block: once, up front.
-        pres, below = [], xs
-        for (w, b), buffer, work in zip(hidden, buffers, works):
-            pres.append(outer(w, b, below, work))
-            below = buffer
-        out_pres = parameters(outer(out_w, out_b, buffers[-1] if buffers else xs, plan.output))
-        # Steps read and write only the block's rows, kept in small local buffers
+        works = group.layers if group.hidden else ()
+        los, insides, starts, feature_starts = offsets
+        f_lo, f_span = los[-1] // total, group.output.span // total
+        spans = [*(w.span for w in works), group.output.span]
+        below_spans = [(f_lo, f_span), *((lo, w.span) for lo, w in zip(los, works))]
+        weights = [*hidden[: len(works)], (out_w, out_b)]
+        belows = [xs, *buffers[: len(works)]] if works else [buffers[-1] if buffers else xs]
+        # The outer products, once per block; then the weights the steps need.
+        pres = [
+            outer(w, b, below, lo, span, int(work.inside[:, 0].max()))
+            for (w, b), below, lo, span, work in zip(
+                weights, belows, los, spans, (*works, group.output)
+            )
+        ]
+        out_pres = parameters(pres.pop())
+        inner = [bool((g.inside[:, 1] > g.inside[:, 0]).any()) for g in (*works, group.output)]
+        local_ws = [
+            local_weights(w, lo, span, *below, inside) if keep else None
+            for (w, _), lo, span, below, inside, keep in zip(
+                weights, los, spans, below_spans, insides, inner
+            )
+        ]
+        # Steps read and write only the block's spans, kept in small local buffers
         # and written back once: the full buffers stay out of the loop.
-        f0, f1 = (r // total for r in plan.output.rows)
-        spans = [(f0, f1)] + [work.rows for work in works]
-        local_units = [buffer[slice(*work.rows)] for buffer, work in zip(buffers, works)]
-        inside = [local_weights(w, *span, work) for (w, _), span, work in zip(hidden, spans, works)]
-        out_inside = local_weights(out_w, *spans[len(works)], plan.output)
+        local_units = [rows(buffer, lo, w.span) for buffer, lo, w in zip(buffers, los, works)]
 
         def step(carry, start):
             x_local, ladj_local, local_units = carry
             *unit_starts, feature_start = start
             below, updated = x_local, []
-            for w, pre, local, work, s in zip(inside, pres, local_units, works, unit_starts):
-                h = t.activation(inner(w, pre, below, work, s))
-                below = jax.lax.dynamic_update_slice_in_dim(local, h, s - work.rows[0], axis=0)
+            for w, pre, local, work, lo, s in zip(
+                local_ws, pres, local_units, works, los, unit_starts
+            ):
+                value = rows(pre, s - lo, work.width)
+                if w is not None:
+                    value = value + rows(w, s - lo, work.width) @ below
+                below = jax.lax.dynamic_update_slice_in_dim(
+                    local, t.activation(value), s - lo, axis=0
+                )
                 updated.append(below)
             # Each parameter is its slice of the outer terms plus the inner terms.
-            phi = [rows(pre, feature_start - f0, block) for pre in out_pres]
-            if plan.output.inside[1] > plan.output.inside[0]:
-                inner_phi = rows(out_inside, feature_start * total, block * total) @ below
-                phi = [a + b for a, b in zip(phi, parameters(inner_phi))]
+            phi = [rows(pre, feature_start - f_lo, block) for pre in out_pres]
+            if local_ws[-1] is not None:
+                out_rows = rows(local_ws[-1], (feature_start - f_lo) * total, block * total)
+                phi = [a + b for a, b in zip(phi, parameters(out_rows @ below))]
             x_block, ladj_block = t.univariate(*phi).inverse_and_log_det(
                 rows(ys, feature_start, block)
             )
             x_local = jax.lax.dynamic_update_slice_in_dim(
-                x_local, x_block, feature_start - f0, axis=0
+                x_local, x_block, feature_start - f_lo, axis=0
             )
             ladj_local = jax.lax.dynamic_update_slice_in_dim(
-                ladj_local, ladj_block, feature_start - f0, axis=0
+                ladj_local, ladj_block, feature_start - f_lo, axis=0
             )
             return (x_local, ladj_local, updated), None
 
-        starts = (*(work.starts for work in works), plan.feature_starts)
-        local = (xs[f0:f1], ladj[f0:f1], local_units)
-        if len(plan.steps) == 1:
-            local = step(local, [int(a[0]) for a in starts])[0]
+        local = (rows(xs, f_lo, f_span), rows(ladj, f_lo, f_span), local_units)
+        step_starts = (*starts, feature_starts)
+        if len(feature_starts) == 1:
+            local = step(local, [a[0] for a in step_starts])[0]
         else:
-            local = jax.lax.scan(step, local, tuple(map(jnp.asarray, starts)))[0]
+            local = jax.lax.scan(step, local, step_starts)[0]
         x_local, ladj_local, local_units = local
-        xs = jax.lax.dynamic_update_slice_in_dim(xs, x_local, f0, axis=0)
-        ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_local, f0, axis=0)
+        xs = jax.lax.dynamic_update_slice_in_dim(xs, x_local, f_lo, axis=0)
+        ladj = jax.lax.dynamic_update_slice_in_dim(ladj, ladj_local, f_lo, axis=0)
         buffers = list(buffers)
-        for i, (local, work) in enumerate(zip(local_units, works)):
-            buffers[i] = jax.lax.dynamic_update_slice_in_dim(
-                buffers[i], local, work.rows[0], axis=0
-            )
+        for i, (local, lo) in enumerate(zip(local_units, los)):
+            buffers[i] = jax.lax.dynamic_update_slice_in_dim(buffers[i], local, lo, axis=0)
         return xs, ladj, buffers
 
-    n, dtype = ys.shape[1], jnp.result_type(ys, params[-1][0])
-    buffers = [jnp.zeros((w.shape[0], n), dtype) for w, _ in params[:-1]]
+    n, dtype = ys.shape[1], jnp.result_type(ys, out_w)
+    buffers = [jnp.zeros((w.shape[0], n), dtype) for w, _ in hidden]
     carry = (jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype), buffers)
-    for plan in schedule(t.layout, BLOCKS):
-        carry = run(plan, carry)
+    for group in plan:
+        works = (*(group.layers if group.hidden else ()), group.output)
+        offsets = (
+            tuple(w.lo for w in works),
+            tuple(w.inside for w in works),
+            tuple(w.starts for w in works[:-1]),
+            group.feature_starts,
+        )
+        if len(group.steps) == 1:  # one block: its offsets are constants
+            carry = run(group, carry, jax.tree.map(lambda a: a[0], offsets))
+        else:
+            carry = jax.lax.scan(
+                lambda carry, offsets, group=group: (run(group, carry, offsets), None),
+                carry,
+                jax.tree.map(jnp.asarray, offsets),
+            )[0]
     xs, ladj, _ = carry
     return xs.T, ladj.T

@@ -2,10 +2,14 @@
 
 Step ``s`` of the inverse makes final the hidden units of degree ``s - 1`` and the
 features of rank ``s``. Steps are grouped into blocks. At the start of a block, one
-matrix product per layer adds up every contribution from inputs that were final
-before the block; each step then adds only the contributions from inputs made
-final inside the block. A step thus reads a few rows of each buffer instead of the
-whole, and most of the arithmetic runs as wide matrix products.
+matrix product per layer adds up every contribution from inputs that are final
+(units not final yet are zeros in the buffers); each step then adds only the
+contributions from inputs made final inside the block. A step thus reads a few rows
+of each buffer instead of the whole, and most of the arithmetic runs as wide matrix
+products.
+
+Blocks of one shape form a group, run by one ``lax.scan`` over its blocks, so that
+the compiled program does not grow with the number of steps.
 """
 
 from __future__ import annotations
@@ -18,40 +22,42 @@ import numpy as np
 
 from maf_jax.masks import MadeLayout
 
-__all__ = ["Block", "Layer", "schedule"]
+__all__ = ["Group", "Layer", "schedule"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """The work of one layer (hidden or output) within a block.
+    """The work of one layer (hidden or output) in each block of a group.
 
     Attributes:
-        before: Inputs ``[0, before)`` are final before the block.
-        inside: Inputs ``[inside[0], inside[1])`` become final within the block.
-        rows: Units ``[rows[0], rows[1])`` that the block's windows cover.
         width: Units computed per step.
-        starts: First unit of the window at each step, shape ``(k,)``.
+        span: Units of the layer that a block's windows cover: its local buffer.
+        lo: First unit of the span in each block, shape ``(blocks,)``.
+        inside: Inputs ``[inside[b, 0], inside[b, 1])`` become final within block
+            ``b``, shape ``(blocks, 2)``.
+        starts: First unit of the window at each step, shape ``(blocks, k)``.
     """
 
-    before: int
-    inside: tuple[int, int]
-    rows: tuple[int, int]
     width: int
+    span: int
+    lo: np.ndarray
+    inside: np.ndarray
     starts: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
-class Block:
-    """Consecutive steps ``steps`` of the inverse, run by one ``lax.scan``.
+class Group:
+    """Blocks of ``k`` consecutive steps each, all of one shape.
 
     Attributes:
-        steps: The steps, shape ``(k,)``.
+        steps: The steps of each block, shape ``(blocks, k)``; the last step is
+            repeated to fill the last block (it recomputes the same values).
         hidden: Whether the steps compute hidden units (step 0 without context has
             none: the outputs of rank 0 are constants).
         layers: The hidden layers' work.
         output: The output layer's work; its units are the ``block * total``
             outputs of the features of each step.
-        feature_starts: First feature of rank ``s`` at each step, ``(k,)``.
+        feature_starts: First feature of rank ``s`` at each step, ``(blocks, k)``.
     """
 
     steps: np.ndarray
@@ -74,41 +80,57 @@ def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndar
     return np.clip(start, 0, len(degree) - width).astype(np.int32)
 
 
-def _block(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Block:
-    a, b = int(steps[0]), int(steps[-1]) + 1
-    block, total = layout.block, layout.total
+def _layer(starts: np.ndarray, width: int, units: int, inside: np.ndarray) -> Layer:
+    """A layer's spans: from the first window of each block to the last."""
+    lo = starts.min(axis=1)
+    span = int((starts.max(axis=1) + width - lo).max())
+    lo = np.minimum(lo, units - span).astype(np.int32)
+    return Layer(width, span, lo, inside.astype(np.int32), starts)
+
+
+def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
+    block, total, features = layout.block, layout.total, layout.features
+    a, b = steps[:, 0], steps[:, -1] + 1
     # inputs of the first layer are features: rank r is final after step r
-    before, inside = min(layout.features, a * block), min(layout.features, (b - 1) * block)
+    before, inside = np.minimum(features, a * block), np.minimum(features, (b - 1) * block)
     layers = []
     for degree in layout.hidden_degrees:
-        counts = [(degree == s - 1).sum() for s in steps]
-        width = max(1, int(max(counts)))
+        counts = (degree[None, :] == steps.reshape(-1, 1) - 1).sum(axis=1)
+        width = max(1, int(counts.max()))
         starts = _window_starts(degree, steps, width)
-        rows = (int(starts.min()), int(starts.max()) + width)
-        layers.append(Layer(before, (before, max(before, inside)), rows, width, starts))
+        layers.append(
+            _layer(starts, width, len(degree), np.stack([before, np.maximum(before, inside)], 1))
+        )
         # next layer's inputs: units of degree d are final after step d + 1
-        before = int(np.searchsorted(degree, a - 2, side="right"))
-        inside = int(np.searchsorted(degree, b - 2, side="right"))
-    feature_starts = np.minimum(steps * block, layout.features - block).astype(np.int32)
-    out_starts = feature_starts * total
-    rows = (int(out_starts.min()), int(out_starts.max()) + block * total)
-    output = Layer(before, (before, max(before, inside)), rows, block * total, out_starts)
-    return Block(steps, hidden, tuple(layers), output, feature_starts)
+        before = np.searchsorted(degree, a - 2, side="right")
+        inside = np.searchsorted(degree, b - 2, side="right")
+    feature_starts = np.minimum(steps * block, features - block).astype(np.int32)
+    output = _layer(
+        feature_starts * total,
+        block * total,
+        features * total,
+        np.stack([before, np.maximum(before, inside)], 1),
+    )
+    return Group(steps, hidden, tuple(layers), output, feature_starts)
 
 
 @functools.lru_cache(maxsize=256)
-def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]:
-    """Groups the steps of the inverse into blocks.
+def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> tuple[Group, ...]:
+    """Groups the steps of the inverse into blocks, and blocks into groups.
 
     The steps before the first hidden unit, the step of the lowest degree (which
-    holds the remainder units), then ``blocks`` blocks of about equal length over
-    the regular steps.
+    holds the remainder units), then ``blocks`` blocks of equal length over the
+    regular steps, in ``groups`` groups.
 
     Args:
         layout: The MADE structure.
         blocks: Number of regular blocks; ``ceil(sqrt(steps) / 2)`` by default,
             which balances the reads of the wide products against those of the
-            steps, and the scans to compile (benchmarks/README.md).
+            steps (benchmarks/inverse_sweep.py).
+        groups: Most groups of regular blocks, each one ``lax.scan``, so that the
+            program does not grow with ``steps``. A block's wide product reads
+            every input final before the last block of its group: more groups
+            waste less arithmetic and compile more code.
     """
     steps = np.arange(layout.steps)
     if not layout.hidden_features:
@@ -120,12 +142,15 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Block, ...]
             steps[lowest + 1 : lowest + 2],
             steps[lowest + 2 :],
         )
-    out = [_block(layout, head, False)] if head.size else []
-    out += [_block(layout, peeled, True)] if peeled.size else []
+    out = [_group(layout, head[None], False)] if head.size else []
+    out += [_group(layout, peeled[None], True)] if peeled.size else []
     if rest.size:
-        count = blocks or math.ceil(math.sqrt(rest.size) / 2)
+        count = min(blocks or math.ceil(math.sqrt(rest.size) / 2), rest.size)
+        k = -(-rest.size // count)
+        count = -(-rest.size // k)  # no block made only of repeats
+        padded = np.concatenate([rest, np.full(count * k - rest.size, rest[-1])])
         out += [
-            _block(layout, part, bool(layout.hidden_features))
-            for part in np.array_split(rest, min(count, rest.size))
+            _group(layout, part, bool(layout.hidden_features))
+            for part in np.array_split(padded.reshape(count, k), min(groups, count))
         ]
     return tuple(out)

@@ -13,7 +13,12 @@ from conftest import scramble  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
-from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse  # noqa: E402
+from maf_jax import (  # noqa: E402
+    MAF,
+    MaskedAutoregressiveTransform,
+    full_pass_inverse,
+    incremental_inverse,
+)
 
 F64 = jnp.float64
 TRANSFORMS = {
@@ -39,6 +44,20 @@ def transform_check(kwargs):
     np.testing.assert_allclose(x_full, x_back, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ladj, jnp.linalg.slogdet(jacobian)[1], rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(inverse_ladj, -ladj, rtol=1e-12, atol=1e-12)
+
+
+def scanned_blocks_check():
+    """Groups of several blocks, whose offsets are int32 data under x64."""
+    t = MaskedAutoregressiveTransform(
+        24, context=2, hidden_features=(50, 31), rngs=nnx.Rngs(3), param_dtype=F64
+    )
+    b = scramble(t)(jnp.array([0.5, -1.0]))
+    x = jax.random.normal(jax.random.key(1), (6, 24), F64)
+    y = b.forward(x)
+    fast, fast_ladj = jax.jit(incremental_inverse, static_argnums=(2, 3, 4))(b, y, None, 5, 2)
+    full, full_ladj = jax.jit(full_pass_inverse)(b, y)
+    np.testing.assert_allclose(fast, full, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast_ladj, full_ladj, rtol=1e-12, atol=1e-12)
 
 
 def grads_check():
@@ -74,7 +93,8 @@ def dtype_check():
 
 
 CHECKS = {f"transform_{n}": (lambda k=k: transform_check(k)) for n, k in TRANSFORMS.items()}
-CHECKS |= {"check_grads": grads_check, "dtype": dtype_check}
+CHECKS |= {"scanned_blocks": scanned_blocks_check, "check_grads": grads_check}
+CHECKS |= {"dtype": dtype_check}
 
 if __name__ == "__main__":
     results = {}

@@ -9,6 +9,7 @@ NAMES = [
     "transform_passes2",
     "transform_passes3_context",
     "transform_order_elu",
+    "scanned_blocks",
     "check_grads",
     "dtype",
 ]

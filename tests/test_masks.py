@@ -78,35 +78,50 @@ def test_narrow_network_leaves_no_output_without_inputs():
 
 
 @pytest.mark.parametrize(
-    "features,context,passes,hidden",
+    "features,context,passes,hidden,blocks,groups",
     [
-        (10, 2, 10, (23, 17)),
-        (64, 0, 64, (128, 128)),
-        (40, 0, 40, (8,)),
-        (7, 0, 3, (5, 6)),
-        (9, 1, 9, ()),
+        (10, 2, 10, (23, 17), None, 4),
+        (64, 0, 64, (128, 128), None, 4),
+        (64, 0, 64, (128, 128), 7, 2),  # blocks of 9 steps, the last one padded
+        (40, 0, 40, (8,), 5, 1),
+        (7, 0, 3, (5, 6), None, 4),
+        (9, 1, 9, (), 3, 2),
     ],
 )
-def test_schedule_covers_every_step_and_unit(features, context, passes, hidden):
+def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, blocks, groups):
     layout = MadeLayout(features, context, passes, hidden, 2)
-    blocks = schedule(layout)
-    steps = np.concatenate([b.steps for b in blocks])
-    np.testing.assert_array_equal(steps, np.arange(layout.steps))  # each step once, in order
-    for b in blocks:
-        for degrees, work in zip(layout.hidden_degrees, b.layers):
-            assert work.inside[0] == work.before <= work.inside[1]
-            for step, start in zip(b.steps, work.starts):
-                units = np.flatnonzero(degrees == step - 1)
-                window = np.arange(start, start + work.width)
-                assert work.rows[0] <= start and start + work.width <= work.rows[1]
-                # the window holds every unit that becomes final now, and nothing
-                # whose inputs are not final yet
-                assert set(units) <= set(window) if b.hidden else True
-                assert (degrees[window] <= step - 1).all() or not b.hidden
-        features_done = np.minimum(b.feature_starts + layout.block, features)
+    plan = schedule(layout, blocks, groups)
+    assert len(plan) <= 2 + groups  # head, peeled step, then at most `groups`
+    steps = np.concatenate([g.steps.ravel() for g in plan])
+    # each step once, in order; the last one repeated to fill the last block
+    np.testing.assert_array_equal(np.unique(steps), np.arange(layout.steps))
+    assert (np.diff(steps) >= 0).all() and (
+        steps[np.diff(steps, append=-1) == 0] == steps[-1]
+    ).all()
+    for g in plan:
+        for degrees, work in zip(layout.hidden_degrees, g.layers):
+            assert (work.lo >= 0).all() and (work.lo + work.span <= len(degrees)).all()
+            for b in range(len(g.steps)):
+                lo, (first, last) = work.lo[b], work.inside[b]
+                assert first <= last
+                for step, start in zip(g.steps[b], work.starts[b]):
+                    window = np.arange(start, start + work.width)
+                    assert lo <= start and start + work.width <= lo + work.span
+                    if g.hidden:
+                        # the window holds every unit that becomes final now, and
+                        # nothing whose inputs are not final yet
+                        assert set(np.flatnonzero(degrees == step - 1)) <= set(window)
+                        assert (degrees[window] <= step - 1).all()
+        features_done = np.minimum(g.feature_starts + layout.block, features)
         np.testing.assert_array_equal(
-            features_done, np.minimum((b.steps + 1) * layout.block, features)
+            features_done, np.minimum((g.steps + 1) * layout.block, features)
         )
+
+
+def test_groups_do_not_grow_with_features():
+    for features in (64, 256, 1024):
+        plan = schedule(MadeLayout(features, 0, features, (128, 128), 2))
+        assert len(plan) <= 2 + 4, features
 
 
 def test_uniform_degrees_give_uniform_windows():
