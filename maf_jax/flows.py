@@ -115,6 +115,18 @@ class MaskedAutoregressiveTransform(nnx.Module):
             )
         return check_event(c, expected, "context c", what="context")
 
+    def _weights(self):
+        """The masked weights, with the layout's masks as constants.
+
+        Every transform of one layout has the same masks (the network sees the
+        features sorted by ``order``); as constants, XLA folds them into the
+        products instead of reading and stacking one copy per transform.
+        """
+        return tuple(
+            (layer.kernel[...] * mask.astype(layer.kernel.dtype), layer.bias[...])
+            for layer, mask in zip(self.hyper.layers, self.layout.masks)
+        )
+
     def __call__(self, c: jax.Array | None = None) -> AutoregressiveTransform:
         """Returns the bijection from data to noise given the context ``c``.
 
@@ -122,7 +134,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
             c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
         """
         return AutoregressiveTransform(
-            weights=self.hyper.weights,
+            weights=self._weights(),
             order=self.order[...],
             context=self._check_context(c),
             layout=self.layout,

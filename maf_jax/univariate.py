@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -46,6 +47,20 @@ import jax.numpy as jnp
 from flax import struct
 
 __all__ = ["MonotonicAffineTransform"]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _soft_bound(s: jax.Array, bound: float) -> jax.Array:
+    """``s / (1 + |s| / bound)``, in ``(-bound, bound)``."""
+    return s / (1 + jnp.abs(s) / bound)
+
+
+@_soft_bound.defjvp
+def _soft_bound_jvp(bound, primals, tangents):
+    # d/ds = 1 / (1 + |s| / bound)^2: one residual where autodiff keeps three
+    (s,), (ds,) = primals, tangents
+    denominator = 1 + jnp.abs(s) / bound
+    return s / denominator, ds / denominator**2
 
 
 @struct.dataclass
@@ -74,7 +89,7 @@ class MonotonicAffineTransform:
     @property
     def log_scale(self) -> jax.Array:
         """The bounded log-scale ``a``."""
-        return self.scale / (1 + jnp.abs(self.scale / math.log(self.slope)))
+        return _soft_bound(self.scale, -math.log(self.slope))
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Returns ``y = x * exp(a) + b``."""
