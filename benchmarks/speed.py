@@ -4,6 +4,8 @@ Each (library, D) runs in its own process, for an honest peak-memory figure and 
 that one library's threads do not disturb another's. Workload: 5 transforms, hidden
 (128, 128); train step (log_prob + grad + Adam) at batch 512; log_prob at batch 4096;
 sampling 4096, fully autoregressive and with passes=2 where the library has it.
+Within a process the timings run in interleaved rounds (medians), and the maf_jax
+process times the dense MLP's train step too, for the train / dense ratio.
 
     python benchmarks/speed.py                       # D in 8 16 64 256, all libraries
     python benchmarks/speed.py --features 64 --libraries maf_jax dense
@@ -27,14 +29,24 @@ LIBRARIES = ("maf_jax", "dense", "flowjax", "zuko")
 HERE = Path(__file__).parent
 
 
-def median_time(fn, repeat: int) -> float:
-    """Median wall time of ``fn()`` in seconds; ``fn`` must block until done."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def median_times(fns: dict, repeat: int, slow=()) -> dict:
+    """Median wall time in ms of each ``fns[name]()``, which must block until done.
+
+    The functions run in interleaved rounds, so that a slower spell of the machine
+    weighs on all of them alike; those named in ``slow`` (seconds per call) run in
+    the first ``max(3, repeat // 3)`` rounds only.
+    """
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for i in range(repeat):
+        for name, fn in fns.items():
+            if name in slow and i >= max(3, repeat // 3):
+                continue
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def timed_compile(jitted, *args):
@@ -42,6 +54,35 @@ def timed_compile(jitted, *args):
     start = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     return time.perf_counter() - start, compiled
+
+
+def dense_model(features: int, key):
+    """The unmasked MLP of the same shapes, the roofline for training."""
+    import jax
+    import jax.numpy as jnp
+
+    sizes = [features, HIDDEN, HIDDEN, 2 * features]
+    keys = jax.random.split(key, TRANSFORMS * 3)
+    params = [
+        [
+            (jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        ]
+        for t in range(TRANSFORMS)
+    ]
+
+    def log_prob(params, x):
+        ladj = 0.0
+        for layers in params:
+            h = x
+            for w, b in layers[:-1]:
+                h = jax.nn.relu(h @ w + b)
+            shift, scale = jnp.split(h @ layers[-1][0] + layers[-1][1], 2, axis=-1)
+            x = x * jnp.exp(scale) + shift
+            ladj = ladj + scale.sum(-1)
+        return -0.5 * (x**2).sum(-1) + ladj
+
+    return params, log_prob
 
 
 def run_jax(library: str, features: int, repeat: int) -> dict:
@@ -69,8 +110,13 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
                 rngs=nnx.Rngs(0),
             )
             graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
-            log_prob = lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x)
-            sample = lambda p, k: nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
+
+            def log_prob(p, x):
+                return nnx.merge(graphdef, p, rest)().log_prob(x)
+
+            def sample(p, k):
+                return nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
+
             return params, log_prob, sample
 
         params, log_prob, sample = make(None)
@@ -89,62 +135,51 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
             invert=True,
         )
         params, static = eqx.partition(flow, eqx.is_inexact_array)
-        log_prob = lambda p, x: eqx.combine(p, static).log_prob(x)
-        sample = lambda p, k: eqx.combine(p, static).sample(k, (BATCH,))
+
+        def log_prob(p, x):
+            return eqx.combine(p, static).log_prob(x)
+
+        def sample(p, k):
+            return eqx.combine(p, static).sample(k, (BATCH,))
+
         sample2 = None
-    else:  # dense: the unmasked MLP of the same shapes, the roofline for training
-        sizes = [features, HIDDEN, HIDDEN, 2 * features]
-        keys = jax.random.split(key, TRANSFORMS * 3)
-        params = [
-            [
-                (jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
-                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-            ]
-            for t in range(TRANSFORMS)
-        ]
-
-        def log_prob(params, x):
-            ladj = 0.0
-            for layers in params:
-                h = x
-                for w, b in layers[:-1]:
-                    h = jax.nn.relu(h @ w + b)
-                shift, scale = jnp.split(h @ layers[-1][0] + layers[-1][1], 2, axis=-1)
-                x = x * jnp.exp(scale) + shift
-                ladj = ladj + scale.sum(-1)
-            return -0.5 * (x**2).sum(-1) + ladj
-
+    else:
+        params, log_prob = dense_model(features, key)
         sample = sample2 = None
 
-    @jax.jit
-    def train_step(params, state, x):
-        loss, grads = jax.value_and_grad(lambda p: -log_prob(p, x).mean())(params)
-        updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+    def make_train_step(log_prob):
+        @jax.jit
+        def train_step(params, state, x):
+            loss, grads = jax.value_and_grad(lambda p: -log_prob(p, x).mean())(params)
+            updates, state = optimizer.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, loss
+
+        return train_step
 
     state = optimizer.init(params)
-    compile_train, train_c = timed_compile(train_step, params, state, x_train)
-    compile_lp, lp_c = timed_compile(jax.jit(log_prob), params, x)
-    result["train_ms"] = 1e3 * median_time(
-        lambda: jax.block_until_ready(train_c(params, state, x_train)), repeat
+    result["compile_train_s"], train_c = timed_compile(
+        make_train_step(log_prob), params, state, x_train
     )
-    result["log_prob_ms"] = 1e3 * median_time(
-        lambda: jax.block_until_ready(lp_c(params, x)), repeat
-    )
-    result["compile_train_s"] = compile_train
+    _, lp_c = timed_compile(jax.jit(log_prob), params, x)
+    fns = {
+        "train_ms": lambda: jax.block_until_ready(train_c(params, state, x_train)),
+        "log_prob_ms": lambda: jax.block_until_ready(lp_c(params, x)),
+    }
     memory = [train_c.memory_analysis(), lp_c.memory_analysis()]
     if sample is not None:
-        compile_sample, sample_c = timed_compile(jax.jit(sample), params, key)
-        result["sample_ms"] = 1e3 * median_time(
-            lambda: jax.block_until_ready(sample_c(params, key)), repeat
-        )
-        result["compile_sample_s"] = compile_sample
+        result["compile_sample_s"], sample_c = timed_compile(jax.jit(sample), params, key)
+        fns["sample_ms"] = lambda: jax.block_until_ready(sample_c(params, key))
         memory.append(sample_c.memory_analysis())
     if sample2 is not None:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
-        result["sample_passes2_ms"] = 1e3 * median_time(
-            lambda: jax.block_until_ready(sample2_c(params2, key)), repeat
-        )
+        fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
+    if library == "maf_jax":  # the roofline again, in this process, for the ratio
+        dense, dense_log_prob = dense_model(features, key)
+        dense_state = optimizer.init(dense)
+        _, dense_c = timed_compile(make_train_step(dense_log_prob), dense, dense_state, x_train)
+        fns["dense_train_ms"] = lambda: jax.block_until_ready(dense_c(dense, dense_state, x_train))
+    slow = ("sample_ms",) if library == "flowjax" else ()
+    result.update(median_times(fns, repeat, slow))
     result["xla_temp_mb"] = max(m.temp_size_in_bytes for m in memory if m is not None) / 2**20
     return result
 
@@ -181,13 +216,13 @@ def run_zuko(features: int, repeat: int) -> dict:
 
         return run
 
-    train_step()  # warm up
-    return dict(
-        train_ms=1e3 * median_time(train_step, repeat),
-        log_prob_ms=1e3 * median_time(no_grad(lambda: flow().log_prob(x)), repeat),
-        sample_ms=1e3 * median_time(no_grad(lambda: flow().sample((BATCH,))), max(3, repeat // 3)),
-        sample_passes2_ms=1e3 * median_time(no_grad(lambda: flow2().sample((BATCH,))), repeat),
+    fns = dict(
+        train_ms=train_step,
+        log_prob_ms=no_grad(lambda: flow().log_prob(x)),
+        sample_ms=no_grad(lambda: flow().sample((BATCH,))),
+        sample_passes2_ms=no_grad(lambda: flow2().sample((BATCH,))),
     )
+    return median_times(fns, repeat, slow=("sample_ms",))
 
 
 def child(library: str, features: int, repeat: int) -> None:
@@ -210,7 +245,10 @@ def table(results: list[dict]) -> str:
         "| sample passes=2 (ms) | compile train+sample (s) | XLA temp (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda v, f="{:.1f}": "n/a" if v is None else f.format(v)
+
+    def fmt(v, f="{:.1f}"):
+        return "n/a" if v is None else f.format(v)
+
     for d in sorted({r["features"] for r in results}):
         for lib in LIBRARIES:
             r = by.get((lib, d))
@@ -240,8 +278,10 @@ def ratios(results: list[dict]) -> str:
             f"D={d}: sample/log_prob {m['sample_ms'] / m['log_prob_ms']:.2f}",
             f"passes=2 sample/log_prob {m['sample_passes2_ms'] / m['log_prob_ms']:.2f}",
         ]
-        if ("dense", d) in by:
-            line.append(f"train / dense MLP {m['train_ms'] / by[('dense', d)]['train_ms']:.2f}")
+        if "dense_train_ms" in m:
+            line.append(
+                f"train / dense MLP (same process) {m['train_ms'] / m['dense_train_ms']:.2f}"
+            )
         for peer in ("zuko", "flowjax"):
             if (peer, d) in by:
                 p = by[(peer, d)]
@@ -250,9 +290,8 @@ def ratios(results: list[dict]) -> str:
         if ("flowjax", d) in by:
             f = by[("flowjax", d)]
             ours = m["compile_train_s"] + m["compile_sample_s"]
-            line.append(
-                f"compile ours / flowjax {ours / (f['compile_train_s'] + f['compile_sample_s']):.2f}"
-            )
+            theirs = f["compile_train_s"] + f["compile_sample_s"]
+            line.append(f"compile ours / flowjax {ours / theirs:.2f}")
         out.append("- " + ", ".join(line))
     return "\n".join(out)
 
