@@ -319,7 +319,11 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
         return out
 
     def run(group: Group, carry, offsets):
-        """One block of ``group``; ``offsets`` are the block's rows of ``group``'s."""
+        """One block of ``group``.
+
+        ``offsets`` holds the block's span starts, inside ranges, and window and
+        feature starts: constants, or data in a scan over blocks.
+        """
         xs, ladj, buffers = carry
         works = group.layers if group.hidden else ()
         los, insides, starts, feature_starts = offsets
