@@ -5,7 +5,7 @@ that one library's threads do not disturb another's. Workload: 5 transforms, hid
 (128, 128); train step (log_prob + grad + Adam) at batch 512; log_prob at batch 4096;
 sampling 4096, fully autoregressive and with passes=2 where the library has it.
 Within a process the timings run in interleaved rounds (medians), and the maf_jax
-process times the dense MLP's train step too, for the train / dense ratio.
+process times the dense MLP's and flowjax's train steps too, for same-process ratios.
 
     python benchmarks/speed.py                       # D in 8 16 64 256, all libraries
     python benchmarks/speed.py --features 64 --libraries maf_jax dense
@@ -16,6 +16,8 @@ Writes benchmarks/results/speed.json, speed.md and speed.png.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import resource
@@ -56,6 +58,54 @@ def timed_compile(jitted, *args):
     return time.perf_counter() - start, compiled
 
 
+def maf_jax_model(features: int, passes):
+    from flax import nnx
+
+    from maf_jax import MAF
+
+    flow = MAF(
+        features,
+        transforms=TRANSFORMS,
+        hidden_features=(HIDDEN, HIDDEN),
+        passes=passes,
+        rngs=nnx.Rngs(0),
+    )
+    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+
+    def log_prob(p, x):
+        return nnx.merge(graphdef, p, rest)().log_prob(x)
+
+    def sample(p, k):
+        return nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
+
+    return params, log_prob, sample
+
+
+def flowjax_model(features: int, key):
+    import equinox as eqx
+    import jax.numpy as jnp
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+
+    flow = masked_autoregressive_flow(
+        key,
+        base_dist=Normal(jnp.zeros(features)),
+        flow_layers=TRANSFORMS,
+        nn_width=HIDDEN,
+        nn_depth=2,
+        invert=True,
+    )
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+
+    def log_prob(p, x):
+        return eqx.combine(p, static).log_prob(x)
+
+    def sample(p, k):
+        return eqx.combine(p, static).sample(k, (BATCH,))
+
+    return params, log_prob, sample
+
+
 def dense_model(features: int, key):
     """The unmasked MLP of the same shapes, the roofline for training."""
     import jax
@@ -87,61 +137,21 @@ def dense_model(features: int, key):
 
 def run_jax(library: str, features: int, repeat: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import optax
 
     key = jax.random.key(0)
+    jax.jit(lambda a: a + 1)(key_data := jax.random.key_data(key)).block_until_ready()
+    del key_data  # the first compile of a process pays for setting up JAX: not timed
     x_train = jax.random.normal(key, (TRAIN_BATCH, features))
     x = jax.random.normal(key, (BATCH, features))
     optimizer = optax.adam(1e-3)
     result = {}
 
     if library == "maf_jax":
-        from flax import nnx
-
-        from maf_jax import MAF
-
-        def make(passes):
-            flow = MAF(
-                features,
-                transforms=TRANSFORMS,
-                hidden_features=(HIDDEN, HIDDEN),
-                passes=passes,
-                rngs=nnx.Rngs(0),
-            )
-            graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
-
-            def log_prob(p, x):
-                return nnx.merge(graphdef, p, rest)().log_prob(x)
-
-            def sample(p, k):
-                return nnx.merge(graphdef, p, rest)().sample(k, (BATCH,))
-
-            return params, log_prob, sample
-
-        params, log_prob, sample = make(None)
-        params2, _, sample2 = make(2)
+        params, log_prob, sample = maf_jax_model(features, None)
+        params2, _, sample2 = maf_jax_model(features, 2)
     elif library == "flowjax":
-        import equinox as eqx
-        from flowjax.distributions import Normal
-        from flowjax.flows import masked_autoregressive_flow
-
-        flow = masked_autoregressive_flow(
-            key,
-            base_dist=Normal(jnp.zeros(features)),
-            flow_layers=TRANSFORMS,
-            nn_width=HIDDEN,
-            nn_depth=2,
-            invert=True,
-        )
-        params, static = eqx.partition(flow, eqx.is_inexact_array)
-
-        def log_prob(p, x):
-            return eqx.combine(p, static).log_prob(x)
-
-        def sample(p, k):
-            return eqx.combine(p, static).sample(k, (BATCH,))
-
+        params, log_prob, sample = flowjax_model(features, key)
         sample2 = None
     else:
         params, log_prob = dense_model(features, key)
@@ -173,11 +183,19 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
     if sample2 is not None:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
         fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
-    if library == "maf_jax":  # the roofline again, in this process, for the ratio
-        dense, dense_log_prob = dense_model(features, key)
-        dense_state = optimizer.init(dense)
-        _, dense_c = timed_compile(make_train_step(dense_log_prob), dense, dense_state, x_train)
-        fns["dense_train_ms"] = lambda: jax.block_until_ready(dense_c(dense, dense_state, x_train))
+    if library == "maf_jax":  # the peers again, in this process, for same-process ratios
+        references = {"dense": dense_model(features, key)}
+        if importlib.util.find_spec("flowjax"):
+            references["flowjax"] = flowjax_model(features, key)
+        for name, (ref, ref_log_prob, *ref_sample) in references.items():
+            ref_state = optimizer.init(ref)
+            seconds, ref_c = timed_compile(make_train_step(ref_log_prob), ref, ref_state, x_train)
+            fns[f"{name}_train_ms"] = functools.partial(
+                lambda c, *args: jax.block_until_ready(c(*args)), ref_c, ref, ref_state, x_train
+            )
+            if ref_sample:  # compiled, not run: it takes seconds
+                seconds += timed_compile(jax.jit(ref_sample[0]), ref, key)[0]
+                result[f"{name}_compile_train_sample_s"] = seconds
     slow = ("sample_ms",) if library == "flowjax" else ()
     result.update(median_times(fns, repeat, slow))
     result["xla_temp_mb"] = max(m.temp_size_in_bytes for m in memory if m is not None) / 2**20
@@ -282,6 +300,12 @@ def ratios(results: list[dict]) -> str:
             line.append(
                 f"train / dense MLP (same process) {m['train_ms'] / m['dense_train_ms']:.2f}"
             )
+        if "flowjax_train_ms" in m:
+            ratio = m["flowjax_train_ms"] / m["train_ms"]
+            line.append(f"flowjax train / ours (same process) {ratio:.2f}x")
+            ours = m["compile_train_s"] + m["compile_sample_s"]
+            ratio = ours / m["flowjax_compile_train_sample_s"]
+            line.append(f"compile ours / flowjax (same process) {ratio:.2f}")
         for peer in ("zuko", "flowjax"):
             if (peer, d) in by:
                 p = by[(peer, d)]
