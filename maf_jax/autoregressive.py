@@ -325,26 +325,22 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
         feature starts: constants, or data in a scan over blocks.
         """
         xs, ladj, buffers = carry
-        works = group.layers if group.hidden else ()
+        *works, output = group.works
         los, insides, starts, feature_starts = offsets
-        f_lo, f_span = los[-1] // total, group.output.span // total
-        spans = [*(w.span for w in works), group.output.span]
+        f_lo, f_span = los[-1] // total, output.span // total
         below_spans = [(f_lo, f_span), *((lo, w.span) for lo, w in zip(los, works))]
         weights = [*hidden[: len(works)], (out_w, out_b)]
         belows = [xs, *buffers[: len(works)]] if works else [buffers[-1] if buffers else xs]
         # The outer products, once per block; then the weights the steps need.
         pres = [
-            outer(w, b, below, lo, span, int(work.inside[:, 0].max()))
-            for (w, b), below, lo, span, work in zip(
-                weights, belows, los, spans, (*works, group.output)
-            )
+            outer(w, b, below, lo, work.span, work.before)
+            for (w, b), below, lo, work in zip(weights, belows, los, group.works)
         ]
         out_pres = parameters(pres.pop())
-        inner = [bool((g.inside[:, 1] > g.inside[:, 0]).any()) for g in (*works, group.output)]
         local_ws = [
-            local_weights(w, lo, span, *below, inside) if keep else None
-            for (w, _), lo, span, below, inside, keep in zip(
-                weights, los, spans, below_spans, insides, inner
+            local_weights(w, lo, work.span, *below, inside) if work.grows else None
+            for (w, _), lo, work, below, inside in zip(
+                weights, los, group.works, below_spans, insides
             )
         ]
         # Steps read and write only the block's spans, kept in small local buffers
@@ -399,11 +395,10 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
     buffers = [jnp.zeros((w.shape[0], n), dtype) for w, _ in hidden]
     carry = (jnp.zeros(ys.shape, dtype), jnp.zeros(ys.shape, dtype), buffers)
     for group in plan:
-        works = (*(group.layers if group.hidden else ()), group.output)
         offsets = (
-            tuple(w.lo for w in works),
-            tuple(w.inside for w in works),
-            tuple(w.starts for w in works[:-1]),
+            tuple(w.lo for w in group.works),
+            tuple(w.inside for w in group.works),
+            tuple(w.starts for w in group.works[:-1]),
             group.feature_starts,
         )
         if len(group.steps) == 1:  # one block: its offsets are constants

@@ -44,6 +44,16 @@ class Layer:
     inside: np.ndarray
     starts: np.ndarray
 
+    @property
+    def before(self) -> int:
+        """Inputs ``[0, before)`` may be final before a block of the group."""
+        return int(self.inside[:, 0].max())
+
+    @property
+    def grows(self) -> bool:
+        """Whether some block makes inputs final within it."""
+        return bool((self.inside[:, 1] > self.inside[:, 0]).any())
+
 
 @dataclasses.dataclass(frozen=True)
 class Group:
@@ -65,6 +75,11 @@ class Group:
     layers: tuple[Layer, ...]
     output: Layer
     feature_starts: np.ndarray
+
+    @property
+    def works(self) -> tuple[Layer, ...]:
+        """The layers the steps compute: the hidden ones if ``hidden``, the output."""
+        return (*(self.layers if self.hidden else ()), self.output)
 
 
 def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
