@@ -24,7 +24,7 @@ from flax import struct
 
 from maf_jax._checks import check_event
 from maf_jax.masks import MadeLayout
-from maf_jax.nn import Weights, mlp
+from maf_jax.nn import Weights, matmul, mlp
 from maf_jax.schedule import Group, schedule
 
 __all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
@@ -240,7 +240,7 @@ def incremental_inverse(
     if context is None:
         xs, ladj = _in_chunks(lambda ys: _incremental(t, layers, ys, plan), chunk, ys)
     else:  # context inputs are constant: fold them into a per-row first bias
-        rows_bias = bias + context @ kernel[features:]
+        rows_bias = bias + matmul(context, kernel[features:])
 
         def solve(ys, rows_bias):
             return _incremental(t, [(kernel[:features], rows_bias), *rest], ys, plan)
@@ -285,7 +285,7 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
         b, w = rows(b, lo, span), rows(w, lo, span)
         pre = b[:, None] if b.ndim == 1 else b
         if before > 0:
-            pre = pre + w[:, :before] @ below[:before]
+            pre = pre + matmul(w[:, :before], below[:before])
         return jnp.broadcast_to(pre, (span, below.shape[1]))
 
     def local_weights(w, lo, span, below_lo, below_span, inside):
@@ -356,7 +356,7 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
             ):
                 value = rows(pre, s - lo, work.width)
                 if w is not None:
-                    value = value + rows(w, s - lo, work.width) @ below
+                    value = value + matmul(rows(w, s - lo, work.width), below)
                 below = jax.lax.dynamic_update_slice_in_dim(
                     local, t.activation(value), s - lo, axis=0
                 )
@@ -365,7 +365,7 @@ def _incremental(t: AutoregressiveTransform, layers, ys: jax.Array, plan: tuple[
             phi = [rows(pre, feature_start - f_lo, block) for pre in out_pres]
             if local_ws[-1] is not None:
                 out_rows = rows(local_ws[-1], (feature_start - f_lo) * total, block * total)
-                phi = [a + b for a, b in zip(phi, parameters(out_rows @ below))]
+                phi = [a + b for a, b in zip(phi, parameters(matmul(out_rows, below)))]
             x_block, ladj_block = t.univariate(*phi).inverse_and_log_det(
                 rows(ys, feature_start, block)
             )

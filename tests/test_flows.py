@@ -10,6 +10,7 @@ import pytest
 from conftest import scramble
 from flax import nnx
 
+import maf_jax.nn
 from maf_jax import MAF, MaskedAutoregressiveTransform, MonotonicAffineTransform
 
 # The examples of the zuko MAF documentation, translated to JAX.
@@ -284,3 +285,60 @@ def test_call_errors(small, call, match):
     else:
         with pytest.raises(ValueError, match=match):
             call(small, conditional)
+
+
+def _dot_precisions(jaxpr):
+    """The precision of every matrix product in ``jaxpr`` and its sub-jaxprs."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn.params["precision"]
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns"):
+                    yield from _dot_precisions(sub)
+                elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    yield from _dot_precisions(sub.jaxpr)
+
+
+HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
+LOG_PROB = lambda f: f().log_prob(jnp.zeros((4, 3)))  # noqa: E731
+SAMPLE = lambda f: f().sample(jax.random.key(0), (4,))  # noqa: E731
+GRAD = lambda f: jax.grad(lambda x: f().log_prob(x).sum())(jnp.zeros((4, 3)))  # noqa: E731
+
+
+@pytest.fixture
+def fresh_traces():
+    """Jitted methods are traced anew in the test, and again after it."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize(
+    "kwargs,call,precision",
+    [
+        ({}, LOG_PROB, jax.lax.Precision.HIGHEST),
+        ({}, SAMPLE, jax.lax.Precision.HIGHEST),
+        ({}, GRAD, jax.lax.Precision.HIGHEST),
+        (
+            dict(context=2, passes=2),
+            lambda f: f(jnp.ones(2)).sample(jax.random.key(0), (4,)),
+            jax.lax.Precision.HIGHEST,
+        ),
+        ({}, SAMPLE, None),
+        ({}, GRAD, None),
+    ],
+)
+def test_every_product_runs_at_the_set_precision(
+    monkeypatch, fresh_traces, kwargs, call, precision
+):
+    """Backends whose default is below float32 (TF32 GPUs, TPUs) must not make the
+    sequential inverse and the forward round differently."""
+    monkeypatch.setattr(maf_jax.nn, "PRECISION", precision)
+    flow = MAF(3, transforms=2, hidden_features=(8,), **kwargs, rngs=nnx.Rngs(0))
+    precisions = list(_dot_precisions(jax.make_jaxpr(lambda: call(flow))().jaxpr))
+    expected = None if precision is None else HIGHEST
+    # the one-hot products that apply the order stay exact whatever the setting
+    products = precisions if expected else [p for p in precisions if p != HIGHEST]
+    assert len(products) >= 2  # one transform of the scan is traced: its two layers
+    assert all(p == expected for p in products), set(precisions)
