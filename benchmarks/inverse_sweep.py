@@ -1,11 +1,12 @@
 """Time of one transform's incremental inverse against its forward pass, over the
 chunk size, the number of blocks and of groups (the defaults CHUNK, BLOCKS and GROUPS
-come from here).
+come from here), with the full-pass reference inverse as the first row of each D.
 
     python benchmarks/inverse_sweep.py --features 16 64 256
 """
 
 import argparse
+import functools
 import itertools
 import time
 
@@ -41,18 +42,20 @@ def main():
         t = MaskedAutoregressiveTransform(d, hidden_features=(128, 128), rngs=nnx.Rngs(0))()
         y = jax.random.normal(jax.random.key(0), (args.rows, d))
         forward = median_ms(jax.jit(lambda b, y: b.forward(y)).lower(t, y).compile(), t, y)
+        configs = [("full pass", "", "", ar.full_pass_inverse)]
         for blocks, groups, chunk in itertools.product(args.blocks, args.groups, args.chunks):
-            fn = jax.jit(
-                lambda b, y, c=chunk or None, k=blocks or None, g=groups: ar.incremental_inverse(
-                    b, y, c, k, g
-                )[0]
+            inverse = functools.partial(
+                ar.incremental_inverse, chunk=chunk or None, blocks=blocks or None, groups=groups
             )
+            configs.append((blocks or "default", groups, chunk or "none", inverse))
+        for blocks, groups, chunk, inverse in configs:
+            fn = jax.jit(lambda b, y, inverse=inverse: inverse(b, y)[0])
             start = time.perf_counter()
             compiled = fn.lower(t, y).compile()
             compile_s = time.perf_counter() - start
             ms = median_ms(compiled, t, y)
             print(
-                f"| {d} | {blocks or 'default'} | {groups} | {chunk or 'none'} | {ms:.1f} "
+                f"| {d} | {blocks} | {groups} | {chunk} | {ms:.1f} "
                 f"| {forward:.1f} | {ms / forward:.1f} | {compile_s:.2f} |",
                 flush=True,
             )

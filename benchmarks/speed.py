@@ -135,13 +135,21 @@ def dense_model(features: int, key):
     return params, log_prob
 
 
+def warm_up(jax) -> None:
+    """Pays the first compile of a process, which sets up JAX and the compiler (and,
+    on GPU, the matrix-product libraries and their autotuner), outside the timings."""
+    import jax.numpy as jnp
+
+    a = jnp.ones((64, 64))
+    jax.jit(lambda a: jax.nn.relu(a @ a).sum())(a).block_until_ready()
+
+
 def run_jax(library: str, features: int, repeat: int) -> dict:
     import jax
     import optax
 
     key = jax.random.key(0)
-    jax.jit(lambda a: a + 1)(key_data := jax.random.key_data(key)).block_until_ready()
-    del key_data  # the first compile of a process pays for setting up JAX: not timed
+    warm_up(jax)
     x_train = jax.random.normal(key, (TRAIN_BATCH, features))
     x = jax.random.normal(key, (BATCH, features))
     optimizer = optax.adam(1e-3)
