@@ -27,7 +27,13 @@ from maf_jax.masks import MadeLayout
 from maf_jax.nn import Weights, matmul, mlp
 from maf_jax.schedule import Group, schedule
 
-__all__ = ["CHUNK", "AutoregressiveTransform", "full_pass_inverse", "incremental_inverse"]
+__all__ = [
+    "CHUNK",
+    "INVERSE",
+    "AutoregressiveTransform",
+    "full_pass_inverse",
+    "incremental_inverse",
+]
 
 # Rows per chunk of the incremental inverse, None for all at once: on CPU, chunks that
 # keep the buffers in cache no longer pay for their extra steps
@@ -37,6 +43,10 @@ CHUNK = None
 # they form, one lax.scan each (maf_jax/schedule.py, benchmarks/inverse_sweep.py).
 BLOCKS = None
 GROUPS = 4
+# The inverse behind ``inverse_and_log_det``, and so behind ``sample``: "incremental"
+# (about one network pass) or "full_pass" (``steps`` passes, the reference; a fallback
+# where a compiler fails on the incremental one, see README). Read when tracing.
+INVERSE = "incremental"
 
 
 @struct.dataclass
@@ -164,11 +174,16 @@ class AutoregressiveTransform:
         return self._unflat(y, ladj, lead)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Noise to data with ``incremental_inverse``.
+        """Noise to data with the inverse that ``INVERSE`` names.
 
         Returns ``x`` and ``log|det dx/dy|``.
         """
-        return incremental_inverse(self, y)
+        inverses = {"incremental": incremental_inverse, "full_pass": full_pass_inverse}
+        if INVERSE not in inverses:
+            raise ValueError(
+                f"maf_jax.autoregressive.INVERSE must be one of {sorted(inverses)}, got {INVERSE!r}"
+            )
+        return inverses[INVERSE](self, y)
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Data to noise; see ``forward_and_log_det``."""

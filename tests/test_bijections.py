@@ -8,7 +8,13 @@ from conftest import scramble
 from flax import nnx, struct
 
 import maf_jax
-from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse, incremental_inverse
+from maf_jax import (
+    MAF,
+    MaskedAutoregressiveTransform,
+    autoregressive,
+    full_pass_inverse,
+    incremental_inverse,
+)
 from maf_jax.masks import autoregressive_adjacency
 
 FEATURES = 5
@@ -138,6 +144,32 @@ def test_incremental_inverse_matches_full_pass(name, chunk):
     full, full_ladj = jax.jit(full_pass_inverse)(bijection, y)
     np.testing.assert_allclose(fast, full, atol=1e-5)
     np.testing.assert_allclose(fast_ladj, full_ladj, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "setting,expected",
+    [("incremental", "incremental_inverse"), ("full_pass", "full_pass_inverse")],
+)
+def test_the_inverse_setting_picks_the_inverse(monkeypatch, setting, expected):
+    calls = []
+    for name in ("incremental_inverse", "full_pass_inverse"):
+        inverse = getattr(autoregressive, name)
+        spy = lambda t, y, name=name, inverse=inverse: calls.append(name) or inverse(t, y)  # noqa: E731
+        monkeypatch.setattr(autoregressive, name, spy)
+    monkeypatch.setattr(autoregressive, "INVERSE", setting)
+    bijection = build("passes3_context")
+    y = jax.random.normal(jax.random.key(2), (3, FEATURES))
+    x, ladj = jax.jit(lambda b, y: b.inverse_and_log_det(y))(bijection, y)
+    assert calls == [expected]  # traced once
+    y_back, forward_ladj = bijection.forward_and_log_det(x)
+    np.testing.assert_allclose(y_back, y, atol=1e-4)
+    np.testing.assert_allclose(ladj, -forward_ladj, atol=1e-4)
+
+
+def test_an_unknown_inverse_setting_names_the_choices(monkeypatch):
+    monkeypatch.setattr(autoregressive, "INVERSE", "fast")
+    with pytest.raises(ValueError, match=r"one of \['full_pass', 'incremental'\], got 'fast'"):
+        build("default").inverse_and_log_det(jnp.zeros((2, FEATURES)))
 
 
 @pytest.mark.parametrize(
