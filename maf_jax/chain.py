@@ -10,15 +10,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-__all__ = ["Chain"]
+__all__ = ["UNROLL", "Chain"]
+
+# Longest chain whose forward is unrolled when differentiated. Training through
+# straight-line code compiles and runs faster than through the loop and its transpose,
+# which stack every residual (D=64, 5 transforms, one process: 0.8 vs 1.3 s to
+# compile, 11.3 vs 13.1 ms per step; 10 transforms: 1.9 vs 2.6 s, 24.1 vs 25.7 ms);
+# at 40 transforms the unrolled step ran 1.6x slower. Evaluation keeps the loop:
+# unrolled, XLA on CPU gave every transform's output buffer its own memory (log_prob
+# at D=256, 4096 rows: 44 vs 18 MB of temporaries).
+UNROLL = 10
 
 
 @struct.dataclass
 class Chain:
     """The composition ``t_n o ... o t_1`` of bijections stacked on a leading axis.
 
-    Scanning over the stack traces one bijection whatever ``n`` is, so compile time
-    does not grow with the number of transforms.
+    A ``lax.scan`` over the stack traces one bijection whatever ``n`` is. Evaluated,
+    the forward is a loop; differentiated (training), it is unrolled for chains of at
+    most ``UNROLL`` bijections.
 
     Attributes:
         stacked: A bijection pytree whose array leaves have a leading axis ``n``;
@@ -56,7 +66,7 @@ class Chain:
             ) from None
         return jnp.broadcast_to(x, (*lead, x.shape[-1]))
 
-    def _scan(self, method: str, x: jax.Array, reverse: bool):
+    def _scan(self, method: str, x: jax.Array, reverse: bool, unroll: int | bool = 1):
         x = self._broadcast(x)
 
         def step(carry, bijection):
@@ -65,12 +75,14 @@ class Chain:
             return (x, ladj + step_ladj), None
 
         init = (x, jnp.zeros(x.shape[:-1], x.dtype))
-        (x, ladj), _ = jax.lax.scan(step, init, self.stacked, reverse=reverse)
+        (x, ladj), _ = jax.lax.scan(step, init, self.stacked, reverse=reverse, unroll=unroll)
         return x, ladj
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Applies ``t_1`` then ... ``t_n``; returns ``y`` and ``log|det dy/dx|``."""
-        return self._scan("forward_and_log_det", x, reverse=False)
+        if len(self) > UNROLL:
+            return self._scan("forward_and_log_det", x, reverse=False)
+        return _forward_unrolled_when_differentiated(self, self._broadcast(x))
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Inverts ``t_n`` then ... ``t_1``; returns ``x`` and ``log|det dx/dy|``."""
@@ -83,3 +95,17 @@ class Chain:
     def inverse(self, y: jax.Array) -> jax.Array:
         """Inverts the chain; see ``inverse_and_log_det``."""
         return self.inverse_and_log_det(y)[0]
+
+
+@jax.custom_jvp
+def _forward_unrolled_when_differentiated(chain: Chain, x: jax.Array):
+    """``chain``'s forward as a loop, whose derivatives unroll it (see ``UNROLL``)."""
+    return chain._scan("forward_and_log_det", x, reverse=False)
+
+
+@_forward_unrolled_when_differentiated.defjvp
+def _forward_jvp(primals, tangents):
+    def unrolled(chain, x):
+        return chain._scan("forward_and_log_det", x, reverse=False, unroll=True)
+
+    return jax.jvp(unrolled, primals, tangents)

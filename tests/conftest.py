@@ -51,3 +51,15 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
             )
             layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
     return module
+
+
+def iter_eqns(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, "eqns"):
+                    yield from iter_eqns(sub)
+                elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                    yield from iter_eqns(sub.jaxpr)

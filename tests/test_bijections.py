@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scramble
+from conftest import iter_eqns, scramble
 from flax import nnx, struct
 
 import maf_jax
@@ -12,6 +12,7 @@ from maf_jax import (
     MAF,
     MaskedAutoregressiveTransform,
     autoregressive,
+    chain,
     full_pass_inverse,
     incremental_inverse,
 )
@@ -221,6 +222,54 @@ def test_chain_matches_transforms_applied_in_turn(x):
     np.testing.assert_allclose(chain_ladj, total, atol=1e-5)
     assert len(flow(c).transform) == 3
     np.testing.assert_allclose(flow(c).transform[1].forward(x), flow.transforms[1](c).forward(x))
+
+
+def _scan_unrolls(fn, *args):
+    return sorted(
+        e.params["unroll"]
+        for e in iter_eqns(jax.make_jaxpr(fn)(*args).jaxpr)
+        if e.primitive.name == "scan"
+    )
+
+
+@pytest.mark.parametrize(
+    "transforms,differentiated,unrolled",
+    [(3, False, False), (3, True, True), (chain.UNROLL + 1, True, False)],
+)
+def test_the_forward_chain_unrolls_only_when_differentiated(
+    x, transforms, differentiated, unrolled
+):
+    """Evaluation keeps the loop (its memory); training unrolls short chains."""
+    flow = MAF(FEATURES, transforms=transforms, hidden_features=(8,), rngs=nnx.Rngs(6))
+
+    def log_prob(x):
+        return flow().log_prob(x).sum()
+
+    unrolls = _scan_unrolls(jax.grad(log_prob) if differentiated else log_prob, x)
+    assert unrolls and all((u == transforms) == unrolled for u in unrolls), unrolls
+
+
+@pytest.mark.parametrize("derivative", ["grad", "jacfwd"])
+def test_unrolled_derivatives_match_the_loop(monkeypatch, x, derivative):
+    flow = scramble(MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(7)))
+    c = jnp.arange(CONTEXT, dtype=jnp.float32)
+    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+
+    def log_prob(params, x):
+        return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
+
+    argnums = 0 if derivative == "grad" else 1
+    differentiate = getattr(jax, derivative)
+    unrolled = differentiate(log_prob, argnums)(params, x)
+    monkeypatch.setattr(chain, "UNROLL", 0)
+    jax.clear_caches()  # log_prob is jitted: trace it again under the new setting
+    try:
+        assert all(u == 1 for u in _scan_unrolls(differentiate(log_prob, argnums), params, x))
+        looped = differentiate(log_prob, argnums)(params, x)
+    finally:
+        jax.clear_caches()
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_affine_univariate_by_hand():

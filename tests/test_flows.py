@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import scramble
+from conftest import iter_eqns, scramble
 from flax import nnx
 
 import maf_jax.nn
@@ -287,19 +287,6 @@ def test_call_errors(small, call, match):
             call(small, conditional)
 
 
-def _dot_precisions(jaxpr):
-    """The precision of every matrix product in ``jaxpr`` and its sub-jaxprs."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            yield eqn.params["precision"]
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if hasattr(sub, "eqns"):
-                    yield from _dot_precisions(sub)
-                elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-                    yield from _dot_precisions(sub.jaxpr)
-
-
 HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
 LOG_PROB = lambda f: f().log_prob(jnp.zeros((4, 3)))  # noqa: E731
 SAMPLE = lambda f: f().sample(jax.random.key(0), (4,))  # noqa: E731
@@ -336,7 +323,10 @@ def test_every_product_runs_at_the_set_precision(
     sequential inverse and the forward round differently."""
     monkeypatch.setattr(maf_jax.nn, "PRECISION", precision)
     flow = MAF(3, transforms=2, hidden_features=(8,), **kwargs, rngs=nnx.Rngs(0))
-    precisions = list(_dot_precisions(jax.make_jaxpr(lambda: call(flow))().jaxpr))
+    jaxpr = jax.make_jaxpr(lambda: call(flow))().jaxpr
+    precisions = [
+        e.params["precision"] for e in iter_eqns(jaxpr) if e.primitive.name == "dot_general"
+    ]
     expected = None if precision is None else HIGHEST
     # the one-hot products that apply the order stay exact whatever the setting
     products = precisions if expected else [p for p in precisions if p != HIGHEST]
