@@ -82,7 +82,7 @@ class Chain:
         """Applies ``t_1`` then ... ``t_n``; returns ``y`` and ``log|det dy/dx|``."""
         if len(self) > UNROLL:
             return self._scan("forward_and_log_det", x, reverse=False)
-        return _forward_unrolled_when_differentiated(self, self._broadcast(x))
+        return _forward_unrolled_when_differentiated(self, x)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Inverts ``t_n`` then ... ``t_1``; returns ``x`` and ``log|det dx/dy|``."""
