@@ -28,19 +28,21 @@ from maf_jax.nn import Weights, matmul, mlp
 from maf_jax.schedule import Group, schedule
 
 __all__ = [
+    "BLOCKS",
     "CHUNK",
+    "GROUPS",
     "INVERSE",
     "AutoregressiveTransform",
     "full_pass_inverse",
     "incremental_inverse",
 ]
 
-# Rows per chunk of the incremental inverse, None for all at once: on CPU, chunks that
-# keep the buffers in cache no longer pay for their extra steps
-# (benchmarks/inverse_sweep.py); chunks bound the buffers' memory.
+# Defaults of the incremental inverse, read when tracing. Rows per chunk, None for all
+# at once: on CPU, chunks that keep the buffers in cache no longer pay for their extra
+# steps (benchmarks/inverse_sweep.py); chunks bound the buffers' memory.
 CHUNK = None
-# Blocks of the incremental inverse, None for about sqrt(steps) / 2, and the most groups
-# they form, one lax.scan each (maf_jax/schedule.py, benchmarks/inverse_sweep.py).
+# Blocks, None for about sqrt(steps) / 2, and the most groups they form, one lax.scan
+# each (maf_jax/schedule.py, benchmarks/inverse_sweep.py).
 BLOCKS = None
 GROUPS = 4
 # The inverse behind ``inverse_and_log_det``, and so behind ``sample``: "incremental"
@@ -222,9 +224,9 @@ def full_pass_inverse(t: AutoregressiveTransform, y: jax.Array):
 def incremental_inverse(
     t: AutoregressiveTransform,
     y: jax.Array,
-    chunk: int | None = CHUNK,
-    blocks: int | None = BLOCKS,
-    groups: int = GROUPS,
+    chunk: int | None = None,
+    blocks: int | None = None,
+    groups: int | None = None,
 ):
     """Exact inverse at the cost of one network pass, over ``steps`` scan steps.
 
@@ -239,14 +241,18 @@ def incremental_inverse(
         t: The bijection.
         y: Noise of shape ``(*, features)``.
         chunk: Rows per chunk, processed one after another to bound the memory
-            of the buffers, ``(hidden, chunk)`` per layer; ``None`` processes all
-            rows at once.
-        blocks: Blocks of regular steps; ``None`` for about ``sqrt(steps) / 2``.
-        groups: Most groups of blocks, each compiled once.
+            of the buffers, ``(hidden, chunk)`` per layer; ``None`` for ``CHUNK``
+            (itself ``None``, all rows at once, unless changed).
+        blocks: Blocks of regular steps; ``None`` for ``BLOCKS`` (itself ``None``,
+            about ``sqrt(steps) / 2``, unless changed).
+        groups: Most groups of blocks, each compiled once; ``None`` for ``GROUPS``.
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
     """
+    chunk = CHUNK if chunk is None else chunk
+    blocks = BLOCKS if blocks is None else blocks
+    groups = GROUPS if groups is None else groups
     ys, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
     plan = schedule(t.layout, blocks, groups)

@@ -167,6 +167,25 @@ def test_the_inverse_setting_picks_the_inverse(monkeypatch, setting, expected):
     np.testing.assert_allclose(ladj, -forward_ladj, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "setting,value,argument",
+    [("CHUNK", 4, "chunk"), ("BLOCKS", 2, "blocks"), ("GROUPS", 1, "groups")],
+)
+def test_the_incremental_settings_act_when_tracing(monkeypatch, setting, value, argument):
+    """Changing a module setting after import traces what the argument would."""
+    bijection = scramble(
+        MaskedAutoregressiveTransform(24, hidden_features=(50, 31), rngs=nnx.Rngs(3))
+    )()
+    y = jnp.zeros((10, 24))
+
+    def program(**kwargs):
+        return str(jax.make_jaxpr(lambda b, y: incremental_inverse(b, y, **kwargs))(bijection, y))
+
+    default = program()
+    monkeypatch.setattr(autoregressive, setting, value)
+    assert program() == program(**{argument: value}) != default
+
+
 def test_an_unknown_inverse_setting_names_the_choices(monkeypatch):
     monkeypatch.setattr(autoregressive, "INVERSE", "fast")
     with pytest.raises(ValueError, match=r"one of \['full_pass', 'incremental'\], got 'fast'"):
