@@ -75,7 +75,7 @@ def train_loop(step, val_nll, get, set_, train, epochs, seed):
     """Shared loop: shuffled batches, validation after each epoch, early stopping."""
     rng = np.random.default_rng(seed)
     best, best_state, waited, epoch = math.inf, get(), 0, 0
-    for epoch in range(epochs):
+    for epoch in range(epochs):  # noqa: B007 (the count is returned)
         perm = rng.permutation(len(train))
         for i in range(len(train) // BATCH):
             step(train[perm[i * BATCH : (i + 1) * BATCH]])
@@ -128,7 +128,10 @@ def run_maf_jax(train, val, test, epochs, seed):
         rngs=nnx.Rngs(seed),
     )
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
-    log_prob = lambda p, x: nnx.merge(graphdef, p, rest)().log_prob(x)
+
+    def log_prob(p, x):
+        return nnx.merge(graphdef, p, rest)().log_prob(x)
+
     return fit_functional(
         params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, test, epochs, seed
     )
@@ -151,7 +154,10 @@ def run_flowjax(train, val, test, epochs, seed):
     params, static = eqx.partition(
         flow, eqx.is_inexact_array, is_leaf=lambda x: isinstance(x, paramax.NonTrainable)
     )
-    log_prob = lambda p, x: paramax.unwrap(eqx.combine(p, static)).log_prob(x)
+
+    def log_prob(p, x):
+        return paramax.unwrap(eqx.combine(p, static)).log_prob(x)
+
     return fit_functional(
         params,
         log_prob,
@@ -235,7 +241,8 @@ def main():
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} | {r.get('epochs', '')} | {r.get('seconds', '')} |"
+            f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} "
+            f"| {r.get('epochs', '')} | {r.get('seconds', '')} |"
         )
     (args.out / f"density_{args.dataset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -80,9 +80,10 @@ def grads_check():
         return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
 
     check_grads(log_prob, (params, x), order=2, modes=("fwd", "rev"))
-    sample = lambda params: (
-        nnx.merge(graphdef, params, rest)(c).rsample(jax.random.key(3), (2,)).sum()
-    )
+
+    def sample(params):
+        return nnx.merge(graphdef, params, rest)(c).rsample(jax.random.key(3), (2,)).sum()
+
     check_grads(sample, (params,), order=1, modes=("rev",))
 
 

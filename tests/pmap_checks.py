@@ -62,14 +62,18 @@ def check_devices():
 
 
 def check_pmap():
-    replicate = lambda tree: jax.tree.map(lambda a: jnp.stack([a] * DEVICES), tree)
-    shard = lambda a: a.reshape(DEVICES, -1, *a.shape[1:])
+    def replicate(tree):
+        return jax.tree.map(lambda a: jnp.stack([a] * DEVICES), tree)
+
+    def shard(a):
+        return a.reshape(DEVICES, -1, *a.shape[1:])
+
     step = jax.pmap(pmap_step, axis_name="devices")
     replicated = train(
         step, replicate(params), replicate(optimizer.init(params)), shard(x), shard(c)
     )
     for i in range(DEVICES):
-        assert_close(jax.tree.map(lambda a: a[i], replicated), reference())
+        assert_close(jax.tree.map(lambda a, i=i: a[i], replicated), reference())
     moved = jax.tree.map(
         lambda a, b: np.abs(np.asarray(a[0]) - np.asarray(b)).max(), replicated, params
     )
