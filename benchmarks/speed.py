@@ -135,6 +135,20 @@ def dense_model(features: int, key):
     return params, log_prob
 
 
+def train_step(log_prob, optimizer):
+    """A jitted step of maximum likelihood with ``optimizer``: log_prob, gradient, update."""
+    import jax
+    import optax
+
+    @jax.jit
+    def step(params, state, x):
+        loss, grads = jax.value_and_grad(lambda p: -log_prob(p, x).mean())(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    return step
+
+
 def warm_up(jax) -> None:
     """Pays the first compile of a process, which sets up JAX and the compiler (and,
     on GPU, the matrix-product libraries and their autotuner), outside the timings."""
@@ -165,14 +179,7 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
         params, log_prob = dense_model(features, key)
         sample = sample2 = None
 
-    def make_train_step(log_prob):
-        @jax.jit
-        def train_step(params, state, x):
-            loss, grads = jax.value_and_grad(lambda p: -log_prob(p, x).mean())(params)
-            updates, state = optimizer.update(grads, state, params)
-            return optax.apply_updates(params, updates), state, loss
-
-        return train_step
+    make_train_step = functools.partial(train_step, optimizer=optimizer)
 
     state = optimizer.init(params)
     result["compile_train_s"], train_c = timed_compile(

@@ -1,0 +1,124 @@
+"""Where the jit compile time of the train step and the sampler goes, against flowjax.
+
+For each program: tracing, lowering to StableHLO, and XLA's compile apart, and the
+number of fused kernels XLA emits (on CPU, most of the compile is LLVM generating
+machine code for each kernel). Besides maf_jax's sampler, its sampler with one group of
+blocks (``GROUPS = 1``) and with the full-pass reference inverse (the simplest sampler
+program, 20-50x slower to run) show what a smaller sampler program would save. One
+process, rounds interleaved, trace caches cleared before each compile; medians.
+
+    python benchmarks/compile_time.py --features 64 --rounds 3
+
+Writes benchmarks/results/compile_time.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import optax
+import speed
+
+from maf_jax import autoregressive
+
+HERE = Path(__file__).parent
+
+
+def programs(features: int):
+    """name -> (jitted function, its arguments, incremental-inverse settings)."""
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (speed.TRAIN_BATCH, features))
+    optimizer = optax.adam(1e-3)
+    ours, ours_log_prob, ours_sample = speed.maf_jax_model(features, None)
+    theirs, theirs_log_prob, theirs_sample = speed.flowjax_model(features, key)
+    dense, dense_log_prob = speed.dense_model(features, key)
+
+    def train(params, log_prob):
+        return speed.train_step(log_prob, optimizer), (params, optimizer.init(params), x)
+
+    sample = jax.jit(ours_sample), (ours, key)
+    return {
+        "maf_jax train": (*train(ours, ours_log_prob), {}),
+        "maf_jax sample": (*sample, {}),
+        "maf_jax sample, GROUPS=1": (*sample, {"GROUPS": 1}),
+        "maf_jax sample, full-pass inverse": (*sample, {"INVERSE": "full_pass"}),
+        "flowjax train": (*train(theirs, theirs_log_prob), {}),
+        "flowjax sample": (jax.jit(theirs_sample), (theirs, key), {}),
+        "dense MLP train": (*train(dense, dense_log_prob), {}),
+    }
+
+
+def compile_once(fn, args, settings: dict) -> dict:
+    defaults = {name: getattr(autoregressive, name) for name in settings}
+    for name, value in settings.items():
+        setattr(autoregressive, name, value)
+    try:
+        jax.clear_caches()
+        start = time.perf_counter()
+        traced = fn.trace(*args)
+        traced_at = time.perf_counter()
+        lowered = traced.lower()
+        lowered_at = time.perf_counter()
+        compiled = lowered.compile()
+        done = time.perf_counter()
+    finally:
+        for name, value in defaults.items():
+            setattr(autoregressive, name, value)
+    kernels = len(re.findall(r"= \S+ fusion\(", compiled.as_text()))
+    return {
+        "trace_s": traced_at - start,
+        "lower_s": lowered_at - traced_at,
+        "compile_s": done - lowered_at,
+        "total_s": done - start,
+        "kernels": kernels,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--features", type=int, nargs="+", default=[64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    speed.warm_up(jax)
+    lines = [
+        "| D | program | trace (s) | lower (s) | XLA compile (s) | total (s) | kernels |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for features in args.features:
+        table = programs(features)
+        runs = {name: [] for name in table}
+        for _ in range(args.rounds):
+            for name, (fn, fn_args, settings) in table.items():
+                runs[name].append(compile_once(fn, fn_args, settings))
+        medians = {
+            name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for name, rs in runs.items()
+        }
+        for name, m in medians.items():
+            lines.append(
+                f"| {features} | {name} | {m['trace_s']:.2f} | {m['lower_s']:.2f} "
+                f"| {m['compile_s']:.2f} | {m['total_s']:.2f} | {m['kernels']:.0f} |"
+            )
+        flowjax = medians["flowjax train"]["total_s"] + medians["flowjax sample"]["total_s"]
+        ours = medians["maf_jax train"]["total_s"]
+        for sampler in [name for name in medians if name.startswith("maf_jax sample")]:
+            ratio = (ours + medians[sampler]["total_s"]) / flowjax
+            notes.append(f"- D={features}: (maf_jax train + {sampler}) / flowjax's: {ratio:.2f}")
+        print("\n".join(lines[-len(table) :] + notes[-3:]), flush=True)
+    report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compile_time.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
