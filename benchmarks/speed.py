@@ -58,7 +58,8 @@ def timed_compile(jitted, *args):
     return time.perf_counter() - start, compiled
 
 
-def maf_jax_model(features: int, passes):
+def maf_jax_flow(features: int, passes=None):
+    """maf_jax's MAF of the workload, split into ``(graphdef, params, rest)``."""
     from flax import nnx
 
     from maf_jax import MAF
@@ -70,7 +71,13 @@ def maf_jax_model(features: int, passes):
         passes=passes,
         rngs=nnx.Rngs(0),
     )
-    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    return nnx.split(flow, nnx.Param, ...)
+
+
+def maf_jax_model(features: int, passes):
+    from flax import nnx
+
+    graphdef, params, rest = maf_jax_flow(features, passes)
 
     def log_prob(p, x):
         return nnx.merge(graphdef, p, rest)().log_prob(x)
@@ -81,7 +88,8 @@ def maf_jax_model(features: int, passes):
     return params, log_prob, sample
 
 
-def flowjax_model(features: int, key):
+def flowjax_flow(features: int, key):
+    """flowjax's MAF of the workload, partitioned into ``(params, static)``."""
     import equinox as eqx
     import jax.numpy as jnp
     from flowjax.distributions import Normal
@@ -95,7 +103,13 @@ def flowjax_model(features: int, key):
         nn_depth=2,
         invert=True,
     )
-    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    return eqx.partition(flow, eqx.is_inexact_array)
+
+
+def flowjax_model(features: int, key):
+    import equinox as eqx
+
+    params, static = flowjax_flow(features, key)
 
     def log_prob(p, x):
         return eqx.combine(p, static).log_prob(x)

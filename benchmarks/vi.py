@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import speed
 
 HERE = Path(__file__).parent
@@ -35,12 +34,7 @@ def standard_normal(x):
 def maf_jax_loss(features: int):
     from flax import nnx
 
-    from maf_jax import MAF
-
-    flow = MAF(
-        features, transforms=speed.TRANSFORMS, hidden_features=(speed.HIDDEN,) * 2, rngs=nnx.Rngs(0)
-    )
-    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    graphdef, params, rest = speed.maf_jax_flow(features)
 
     def loss(p, key):
         x, log_q = nnx.merge(graphdef, p, rest)().rsample_and_log_prob(key, (SAMPLES,))
@@ -51,18 +45,8 @@ def maf_jax_loss(features: int):
 
 def flowjax_loss(features: int):
     import equinox as eqx
-    from flowjax.distributions import Normal
-    from flowjax.flows import masked_autoregressive_flow
 
-    flow = masked_autoregressive_flow(
-        jax.random.key(0),
-        base_dist=Normal(jnp.zeros(features)),
-        flow_layers=speed.TRANSFORMS,
-        nn_width=speed.HIDDEN,
-        nn_depth=2,
-        invert=True,
-    )
-    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    params, static = speed.flowjax_flow(features, jax.random.key(0))
 
     def loss(p, key):
         x, log_q = eqx.combine(p, static).sample_and_log_prob(key, (SAMPLES,))
