@@ -2,10 +2,12 @@
 
 For each program: tracing, lowering to StableHLO, and XLA's compile apart, and the
 number of fused kernels XLA emits (on CPU, most of the compile is LLVM generating
-machine code for each kernel). Besides maf_jax's sampler, its sampler with one group of
-blocks (``GROUPS = 1``) and with the full-pass reference inverse (the simplest sampler
-program, 20-50x slower to run) show what a smaller sampler program would save. One
-process, rounds interleaved, trace caches cleared before each compile; medians.
+machine code for each kernel). Besides maf_jax's sampler, its sampler with one group
+of blocks (``inverse=Incremental(groups=1)``) and with the full-pass reference inverse
+(the simplest sampler program, 20-50x slower to run) show what a smaller sampler
+program would save. One
+process, rounds interleaved, JAX's trace caches cleared before each compile so that
+every round traces from scratch; medians.
 
     python benchmarks/compile_time.py --features 64 --rounds 3
 
@@ -24,13 +26,13 @@ import jax
 import optax
 import speed
 
-from maf_jax import autoregressive
+from maf_jax import Incremental
 
 HERE = Path(__file__).parent
 
 
 def programs(features: int):
-    """name -> (jitted function, its arguments, incremental-inverse settings)."""
+    """name -> (jitted function, its arguments)."""
     key = jax.random.key(0)
     x = jax.random.normal(key, (speed.TRAIN_BATCH, features))
     optimizer = optax.adam(1e-3)
@@ -41,34 +43,30 @@ def programs(features: int):
     def train(params, log_prob):
         return speed.train_step(log_prob, optimizer), (params, optimizer.init(params), x)
 
-    sample = jax.jit(ours_sample), (ours, key)
+    def sampler(**settings):
+        params, _, sample = speed.maf_jax_model(features, None, **settings)
+        return jax.jit(sample), (params, key)
+
     return {
-        "maf_jax train": (*train(ours, ours_log_prob), {}),
-        "maf_jax sample": (*sample, {}),
-        "maf_jax sample, GROUPS=1": (*sample, {"GROUPS": 1}),
-        "maf_jax sample, full-pass inverse": (*sample, {"INVERSE": "full_pass"}),
-        "flowjax train": (*train(theirs, theirs_log_prob), {}),
-        "flowjax sample": (jax.jit(theirs_sample), (theirs, key), {}),
-        "dense MLP train": (*train(dense, dense_log_prob), {}),
+        "maf_jax train": train(ours, ours_log_prob),
+        "maf_jax sample": (jax.jit(ours_sample), (ours, key)),
+        "maf_jax sample, groups=1": sampler(inverse=Incremental(groups=1)),
+        "maf_jax sample, full-pass inverse": sampler(inverse="full_pass"),
+        "flowjax train": train(theirs, theirs_log_prob),
+        "flowjax sample": (jax.jit(theirs_sample), (theirs, key)),
+        "dense MLP train": train(dense, dense_log_prob),
     }
 
 
-def compile_once(fn, args, settings: dict) -> dict:
-    defaults = {name: getattr(autoregressive, name) for name in settings}
-    for name, value in settings.items():
-        setattr(autoregressive, name, value)
-    try:
-        jax.clear_caches()
-        start = time.perf_counter()
-        traced = fn.trace(*args)
-        traced_at = time.perf_counter()
-        lowered = traced.lower()
-        lowered_at = time.perf_counter()
-        compiled = lowered.compile()
-        done = time.perf_counter()
-    finally:
-        for name, value in defaults.items():
-            setattr(autoregressive, name, value)
+def compile_once(fn, args) -> dict:
+    jax.clear_caches()  # trace from scratch in every round, not from the last one
+    start = time.perf_counter()
+    traced = fn.trace(*args)
+    traced_at = time.perf_counter()
+    lowered = traced.lower()
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    done = time.perf_counter()
     kernels = len(re.findall(r"= \S+ fusion\(", compiled.as_text()))
     return {
         "trace_s": traced_at - start,
@@ -97,8 +95,8 @@ def main() -> None:
         table = programs(features)
         runs = {name: [] for name in table}
         for _ in range(args.rounds):
-            for name, (fn, fn_args, settings) in table.items():
-                runs[name].append(compile_once(fn, fn_args, settings))
+            for name, (fn, fn_args) in table.items():
+                runs[name].append(compile_once(fn, fn_args))
         medians = {
             name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             for name, rs in runs.items()

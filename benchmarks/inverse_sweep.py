@@ -1,12 +1,11 @@
 """Time of one transform's incremental inverse against its forward pass, over the
-chunk size, the number of blocks and of groups (the defaults CHUNK, BLOCKS and GROUPS
+chunk size, the number of blocks and of groups (the defaults of ``maf_jax.Incremental``
 come from here), with the full-pass reference inverse as the first row of each D.
 
     python benchmarks/inverse_sweep.py --features 16 64 256
 """
 
 import argparse
-import functools
 import itertools
 import time
 
@@ -14,8 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from maf_jax import MaskedAutoregressiveTransform
-from maf_jax import autoregressive as ar
+from maf_jax import FullPass, Incremental, MaskedAutoregressiveTransform
 
 
 def median_ms(compiled, *args, repeat=9):
@@ -34,7 +32,7 @@ def main():
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 1024])
     parser.add_argument("--blocks", type=int, nargs="+", default=[0, 4, 8])
-    parser.add_argument("--groups", type=int, nargs="+", default=[ar.GROUPS, 1])
+    parser.add_argument("--groups", type=int, nargs="+", default=[Incremental().groups, 1])
     args = parser.parse_args()
     print("| D | blocks | groups | chunk | inverse (ms) | forward (ms) | ratio | compile (s) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -42,11 +40,9 @@ def main():
         t = MaskedAutoregressiveTransform(d, hidden_features=(128, 128), rngs=nnx.Rngs(0))()
         y = jax.random.normal(jax.random.key(0), (args.rows, d))
         forward = median_ms(jax.jit(lambda b, y: b.forward(y)).lower(t, y).compile(), t, y)
-        configs = [("full pass", "", "", ar.full_pass_inverse)]
+        configs = [("full pass", "", "", FullPass())]
         for blocks, groups, chunk in itertools.product(args.blocks, args.groups, args.chunks):
-            inverse = functools.partial(
-                ar.incremental_inverse, chunk=chunk or None, blocks=blocks or None, groups=groups
-            )
+            inverse = Incremental(chunk=chunk or None, blocks=blocks or None, groups=groups)
             configs.append((blocks or "default", groups, chunk or "none", inverse))
         for blocks, groups, chunk, inverse in configs:
             fn = jax.jit(lambda b, y, inverse=inverse: inverse(b, y)[0])

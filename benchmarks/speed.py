@@ -58,8 +58,11 @@ def timed_compile(jitted, *args):
     return time.perf_counter() - start, compiled
 
 
-def maf_jax_flow(features: int, passes=None):
-    """maf_jax's MAF of the workload, split into ``(graphdef, params, rest)``."""
+def maf_jax_flow(features: int, passes=None, **settings):
+    """maf_jax's MAF of the workload, split into ``(graphdef, params, rest)``.
+
+    ``settings`` (``inverse``, ``precision``, ``unroll``) go to the constructor.
+    """
     from flax import nnx
 
     from maf_jax import MAF
@@ -70,14 +73,15 @@ def maf_jax_flow(features: int, passes=None):
         hidden_features=(HIDDEN, HIDDEN),
         passes=passes,
         rngs=nnx.Rngs(0),
+        **settings,
     )
     return nnx.split(flow, nnx.Param, ...)
 
 
-def maf_jax_model(features: int, passes):
+def maf_jax_model(features: int, passes, **settings):
     from flax import nnx
 
-    graphdef, params, rest = maf_jax_flow(features, passes)
+    graphdef, params, rest = maf_jax_flow(features, passes, **settings)
 
     def log_prob(p, x):
         return nnx.merge(graphdef, p, rest)().log_prob(x)

@@ -1,13 +1,20 @@
 """Masked Autoregressive Flows in JAX and Flax NNX, with the interface of zuko."""
 
 from maf_jax import checkpoint, data
-from maf_jax.autoregressive import AutoregressiveTransform, full_pass_inverse, incremental_inverse
+from maf_jax.autoregressive import (
+    AutoregressiveTransform,
+    FullPass,
+    full_pass_inverse,
+)
 from maf_jax.chain import Chain
+from maf_jax.compilation_cache import enable_compilation_cache
 from maf_jax.distributions import DiagNormal, NormalizingFlow
 from maf_jax.flows import MAF, MaskedAutoregressiveTransform, Order
+from maf_jax.incremental import Incremental, incremental_inverse
 from maf_jax.masks import MadeLayout, autoregressive_adjacency, ranks
-from maf_jax.nn import Mask, MaskedLinear, MaskedMLP, mlp
-from maf_jax.standardize import Standardized
+from maf_jax.network import mlp
+from maf_jax.nn import Mask, MaskedLinear, MaskedMLP
+from maf_jax.standardized import Standardized
 from maf_jax.train import History, fit, mean_log_prob
 from maf_jax.univariate import MonotonicAffineTransform
 
@@ -18,6 +25,9 @@ __all__ = [
     "AutoregressiveTransform",
     "Chain",
     "DiagNormal",
+    "FullPass",
+    "History",
+    "Incremental",
     "MadeLayout",
     "Mask",
     "MaskedAutoregressiveTransform",
@@ -25,16 +35,16 @@ __all__ = [
     "MaskedMLP",
     "MonotonicAffineTransform",
     "NormalizingFlow",
-    "History",
+    "Order",
     "Standardized",
+    "autoregressive_adjacency",
     "checkpoint",
     "data",
+    "enable_compilation_cache",
     "fit",
-    "mean_log_prob",
-    "Order",
-    "autoregressive_adjacency",
     "full_pass_inverse",
     "incremental_inverse",
+    "mean_log_prob",
     "mlp",
     "ranks",
 ]

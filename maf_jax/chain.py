@@ -8,18 +8,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-__all__ = ["UNROLL", "Chain"]
+from maf_jax import _pytree
 
-# Longest chain whose forward is unrolled when differentiated. Training through
-# straight-line code compiles and runs faster than through the loop and its transpose,
-# which stack every residual (D=64, 5 transforms, one process: 0.8 vs 1.3 s to
-# compile, 11.3 vs 13.1 ms per step; 10 transforms: 1.9 vs 2.6 s, 24.1 vs 25.7 ms);
-# at 40 transforms the unrolled step ran 1.6x slower. Evaluation keeps the loop:
-# unrolled, XLA on CPU gave every transform's output buffer its own memory (log_prob
-# at D=256, 4096 rows: 44 vs 18 MB of temporaries).
-UNROLL = 10
+__all__ = ["Chain"]
+
+# ``Chain.unroll`` defaults to 10: training through straight-line code compiles and
+# runs faster than through the loop and its transpose, which stack every residual
+# (D=64, 5 transforms, one process: 0.8 vs 1.3 s to compile, 11.3 vs 13.1 ms per
+# step; 10 transforms: 1.9 vs 2.6 s, 24.1 vs 25.7 ms); at 40 transforms the unrolled
+# step ran 1.6x slower. Evaluation keeps the loop: unrolled, XLA on CPU gave every
+# transform's output buffer its own memory (log_prob at D=256, 4096 rows: 44 vs 18
+# MB of temporaries).
 # The inverse (sampling) is never unrolled; differentiated (variational inference),
 # each step recomputes its bijection's inverse in the backward pass (jax.checkpoint)
 # rather than stacking the intermediates of every bijection over the scan, which cost
@@ -27,13 +27,13 @@ UNROLL = 10
 # transforms, one process: D=16 22.7 vs 25.4 ms, D=64 54-60 vs 70-84, D=256 245 vs 320).
 
 
-@struct.dataclass
+@_pytree.dataclass
 class Chain:
     """The composition ``t_n o ... o t_1`` of bijections stacked on a leading axis.
 
     A ``lax.scan`` over the stack traces one bijection whatever ``n`` is. Evaluated,
     the forward is a loop; differentiated (training), it is unrolled for chains of at
-    most ``UNROLL`` bijections. The inverse is a loop whose derivatives recompute each
+    most ``unroll`` bijections. The inverse is a loop whose derivatives recompute each
     step rather than store its intermediates.
 
     Attributes:
@@ -41,16 +41,18 @@ class Chain:
             slice ``i`` is ``t_{i+1}``.
         batch_shape: Batch shape the bijections broadcast their inputs against
             (the context batch shape), so that the scan carry keeps one shape.
+        unroll: Longest chain whose forward is unrolled when differentiated.
     """
 
     stacked: Any
-    batch_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    batch_shape: tuple[int, ...] = _pytree.static(default=())
+    unroll: int = _pytree.static(default=10)
 
     @classmethod
-    def stack(cls, bijections: Sequence[Any], batch_shape=()) -> Chain:
+    def stack(cls, bijections: Sequence[Any], batch_shape=(), unroll: int = 10) -> Chain:
         """Stacks bijections that share one tree structure, first applied first."""
         stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *bijections)
-        return cls(stacked, tuple(batch_shape))
+        return cls(stacked, tuple(batch_shape), unroll)
 
     def __len__(self) -> int:
         return jax.tree.leaves(self.stacked)[0].shape[0]
@@ -95,7 +97,7 @@ class Chain:
 
     def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Applies ``t_1`` then ... ``t_n``; returns ``y`` and ``log|det dy/dx|``."""
-        if len(self) > UNROLL:
+        if len(self) > self.unroll:
             return self._scan("forward_and_log_det", x, reverse=False)
         return _forward_unrolled_when_differentiated(self, x)
 
@@ -117,7 +119,7 @@ class Chain:
 
 @jax.custom_jvp
 def _forward_unrolled_when_differentiated(chain: Chain, x: jax.Array):
-    """``chain``'s forward as a loop, whose derivatives unroll it (see ``UNROLL``)."""
+    """``chain``'s forward as a loop, whose derivatives unroll it (``Chain.unroll``)."""
     return chain._scan("forward_and_log_det", x, reverse=False)
 
 

@@ -8,9 +8,8 @@ in place of the old one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -19,9 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from maf_jax.autoregressive import INVERSES
+from maf_jax.files import atomic_write
 from maf_jax.flows import MAF, Order
 from maf_jax.masks import check_order
-from maf_jax.standardize import Standardization, Standardized
+from maf_jax.network import PRECISIONS
+from maf_jax.standardized import Standardization, Standardized
 from maf_jax.univariate import MonotonicAffineTransform
 
 __all__ = ["ACTIVATIONS", "CheckpointError", "load", "save"]
@@ -59,6 +61,13 @@ def _config(model) -> dict:
     if first.univariate is not MonotonicAffineTransform:
         raise CheckpointError("only the default MonotonicAffineTransform univariate can be saved")
     layout = first.layout
+    precisions = {value: name for name, value in PRECISIONS.items()}
+    inverter = first.inverter
+    if type(inverter) not in INVERSES.values():
+        raise CheckpointError(
+            f"inverse {inverter!r} cannot be saved; use one of {sorted(INVERSES)} "
+            "or maf_jax.Incremental(...)"
+        )
     return dict(
         format=FORMAT,
         features=layout.features,
@@ -70,6 +79,9 @@ def _config(model) -> dict:
         shapes=[list(s) for s in first.shapes],
         param_dtype=jnp.dtype(flow.param_dtype).name,
         standardized=isinstance(model, Standardized),
+        precision=precisions[first.precision],
+        inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
+        unroll=flow.unroll,
     )
 
 
@@ -91,21 +103,20 @@ def save(path, model) -> Path:
     arrays = _flat_state(model)
     arrays["__config__"] = np.frombuffer(json.dumps(_config(model)).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return path
 
 
 def build(config: dict):
-    """Builds an untrained model with the structure that ``config`` describes."""
+    """Builds an untrained model with the structure that ``config`` describes.
+
+    Settings that older checkpoints lack take their defaults.
+    """
+    inverse = dict(config.get("inverse", {"name": "incremental"}))
+    name = inverse.pop("name")
+    if name not in INVERSES:
+        raise ValueError(f"inverse must be one of {sorted(INVERSES)}, got {name!r}")
     flow = MAF(
         config["features"],
         config["context"],
@@ -115,6 +126,9 @@ def build(config: dict):
         activation=ACTIVATIONS[config["activation"]],
         shapes=tuple(tuple(s) for s in config["shapes"]),
         param_dtype=jnp.dtype(config["param_dtype"]),
+        precision=config.get("precision", "highest"),
+        inverse=INVERSES[name](**inverse),
+        unroll=config.get("unroll", 10),
         rngs=nnx.Rngs(0),
     )
     if config["standardized"]:

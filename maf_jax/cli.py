@@ -6,18 +6,24 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 __all__ = ["main"]
 
 DENSITIES = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "spirals")
+CACHE_ENV = "MAF_JAX_COMPILATION_CACHE"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maf-jax", description="Masked Autoregressive Flows for density estimation."
+    )
+    parser.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile every program anew instead of keeping compiled programs in "
+        f"~/.cache/maf-jax/jax (or ${CACHE_ENV}; {CACHE_ENV}=off also turns it off)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_help = (
@@ -35,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--passes", type=int, help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
     fit.add_argument("--activation", default="relu")
+    fit.add_argument(
+        "--precision",
+        choices=("highest", "high", "default"),
+        default="highest",
+        help="precision of the matrix products: highest is full float32 on every backend",
+    )
+    fit.add_argument(
+        "--inverse",
+        choices=("incremental", "full_pass"),
+        default="incremental",
+        help="the inverse behind sampling, stored in the checkpoint",
+    )
     fit.add_argument("--batch-size", type=int, default=256)
     budget = fit.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int)
@@ -79,10 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    from maf_jax.files import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _context(args, rows: int | None = None):
@@ -124,6 +142,8 @@ def _fit(args, density=None) -> dict:
         passes=args.passes,
         hidden_features=tuple(args.hidden),
         activation=checkpoint.ACTIVATIONS[args.activation],
+        precision=args.precision,
+        inverse=args.inverse,
         rngs=nnx.Rngs(args.seed),
     )
     start = time.perf_counter()
@@ -185,6 +205,7 @@ def _sample(args) -> None:
 
     from maf_jax import checkpoint
     from maf_jax.data import DataError, check_rows
+    from maf_jax.files import atomic_write
 
     if args.n < 1:
         raise DataError(f"-n must be a positive number of samples, got {args.n}")
@@ -195,10 +216,8 @@ def _sample(args) -> None:
     dist = model(context)
     samples = np.asarray(jax.jit(lambda k: dist.sample(k, (args.n,)))(jax.random.key(args.seed)))
     output = Path(args.output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".npy", dir=output.parent or ".")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_write(output) as f:
         np.save(f, samples)
-    os.replace(tmp, output)
     print(f"wrote {output}: samples of shape {samples.shape}")
 
 
@@ -271,9 +290,23 @@ def _demo(args) -> None:
     )
 
 
+def _compilation_cache(args) -> None:
+    """Keeps compiled programs on disk unless the option or the environment says not to."""
+    setting = os.environ.get(CACHE_ENV, "")
+    if args.no_compilation_cache or setting.lower() in ("off", "0", "false", "no"):
+        return
+    from maf_jax.compilation_cache import enable_compilation_cache
+
+    try:
+        enable_compilation_cache(setting or None)
+    except OSError as error:  # a read-only home, say: run without the cache
+        print(f"maf-jax: compilation cache off ({error})", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    _compilation_cache(args)
     from maf_jax.checkpoint import CheckpointError
     from maf_jax.data import DataError
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
+from maf_jax import _pytree
 from maf_jax._checks import check_event
 
 __all__ = ["DiagNormal", "NormalizingFlow"]
@@ -24,7 +24,7 @@ def _shape(shape) -> tuple[int, ...]:
         raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
 
 
-@struct.dataclass
+@_pytree.dataclass
 class DiagNormal:
     """Normal distribution with diagonal covariance over the last axis.
 
@@ -49,7 +49,7 @@ class DiagNormal:
         return self.loc + self.scale * noise
 
 
-@struct.dataclass
+@_pytree.dataclass
 class NormalizingFlow:
     """Distribution of ``x = T^{-1}(z)`` with ``z ~ base``; ``T`` maps data to noise.
 
@@ -64,7 +64,7 @@ class NormalizingFlow:
 
     transform: Any
     base: Any
-    batch_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    batch_shape: tuple[int, ...] = _pytree.static(default=())
 
     @property
     def event_shape(self) -> tuple[int, ...]:

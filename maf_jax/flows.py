@@ -11,10 +11,11 @@ import numpy as np
 from flax import nnx
 
 from maf_jax._checks import check_event, positive_int
-from maf_jax.autoregressive import AutoregressiveTransform
+from maf_jax.autoregressive import AutoregressiveTransform, as_inverse
 from maf_jax.chain import Chain
 from maf_jax.distributions import DiagNormal, NormalizingFlow
 from maf_jax.masks import MadeLayout, check_order
+from maf_jax.network import as_precision
 from maf_jax.nn import MaskedMLP
 from maf_jax.univariate import MonotonicAffineTransform
 
@@ -58,6 +59,17 @@ class MaskedAutoregressiveTransform(nnx.Module):
         activation: Nonlinearity of the network.
         rngs: Random number generators for the initial weights.
         param_dtype: The dtype of the parameters.
+        precision: Precision of the network's products: ``"highest"`` (full
+            float32 on every backend, the default, so that the sequential inverse
+            and the parallel forward round alike), ``"high"``, ``"default"`` (the
+            backend's: TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs) or a
+            ``jax.lax.Precision``.
+        inverse: The inverse behind sampling: ``"incremental"`` (the default,
+            about one network pass), ``"full_pass"`` (``passes`` network passes, the
+            reference), or an object such as ``maf_jax.Incremental(blocks=4)``.
+
+    Settings are static: ``jax.jit`` traces again for a transform built with
+    others, and two transforms with different settings coexist in one program.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -81,6 +93,8 @@ class MaskedAutoregressiveTransform(nnx.Module):
         *,
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
+        precision="highest",
+        inverse="incremental",
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
@@ -90,8 +104,16 @@ class MaskedAutoregressiveTransform(nnx.Module):
         total = sum(math.prod(shape) for shape in self.shapes)
         self.layout = MadeLayout(features, context, passes, tuple(hidden_features), total)
         self.univariate = univariate
+        self.precision = as_precision(precision)
+        self.inverter = as_inverse(inverse)
         self.order = Order(jnp.asarray(order, jnp.int32))
-        self.hyper = MaskedMLP(self.layout.masks, activation, rngs=rngs, param_dtype=param_dtype)
+        self.hyper = MaskedMLP(
+            self.layout.masks,
+            activation,
+            rngs=rngs,
+            param_dtype=param_dtype,
+            precision=self.precision,
+        )
 
     @property
     def features(self) -> int:
@@ -115,18 +137,6 @@ class MaskedAutoregressiveTransform(nnx.Module):
             )
         return check_event(c, expected, "context c", what="context")
 
-    def _weights(self):
-        """The masked weights, with the layout's masks as constants.
-
-        Every transform of one layout has the same masks (the network sees the
-        features sorted by ``order``); as constants, XLA folds them into the
-        products instead of reading and stacking one copy per transform.
-        """
-        return tuple(
-            (layer.kernel[...] * mask.astype(layer.kernel.dtype), layer.bias[...])
-            for layer, mask in zip(self.hyper.layers, self.layout.masks)
-        )
-
     def __call__(self, c: jax.Array | None = None) -> AutoregressiveTransform:
         """Returns the bijection from data to noise given the context ``c``.
 
@@ -134,13 +144,16 @@ class MaskedAutoregressiveTransform(nnx.Module):
             c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
         """
         return AutoregressiveTransform(
-            weights=self._weights(),
+            # the masks are the layout's NumPy arrays: constants that XLA folds in
+            weights=self.hyper.weights,
             order=self.order[...],
             context=self._check_context(c),
             layout=self.layout,
             univariate=self.univariate,
             shapes=self.shapes,
             activation=self.hyper.activation,
+            precision=self.precision,
+            inverter=self.inverter,
         )
 
 
@@ -161,8 +174,12 @@ class MAF(nnx.Module):
         rngs: Random number generators for weights and permutations.
         order: Feature order of the even transforms; odd ones are reversed.
         param_dtype: The dtype of the parameters and of the base distribution.
+        unroll: Longest chain whose forward is unrolled when differentiated
+            (training compiles and runs faster through straight-line code; longer
+            chains keep the loop).
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
-            ``hidden_features``, ``activation``, ``univariate``, ``shapes``.
+            ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
+            ``precision``, ``inverse``.
 
     Example:
         >>> import jax
@@ -188,10 +205,12 @@ class MAF(nnx.Module):
         rngs: nnx.Rngs,
         order: Sequence[int] | None = None,
         param_dtype=jnp.float32,
+        unroll: int = 10,
         **kwargs,
     ):
         features = positive_int(features, "features")
         transforms = positive_int(transforms, "transforms")
+        self.unroll = positive_int(unroll, "unroll", minimum=0)
         if randperm and order is not None:
             raise ValueError("give either order or randperm=True, not both")
         if randperm:
@@ -236,7 +255,7 @@ class MAF(nnx.Module):
         batch_shape = () if context is None else context.shape[:-1]
         zeros = jnp.zeros(self.features, self.param_dtype)
         return NormalizingFlow(
-            transform=Chain.stack(bijections, batch_shape),
+            transform=Chain.stack(bijections, batch_shape, self.unroll),
             base=DiagNormal(zeros, jnp.ones_like(zeros)),
             batch_shape=batch_shape,
         )

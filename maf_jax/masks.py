@@ -164,4 +164,6 @@ class MadeLayout:
         degrees = (self.input_degrees, *self.hidden_degrees)
         masks = [a[:, None] <= b[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
         masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
+        for mask in masks:  # shared by every module built from this layout
+            mask.flags.writeable = False
         return tuple(masks)

@@ -1,4 +1,4 @@
-"""Flax NNX modules of masked networks and the pure function that applies them."""
+"""Flax NNX modules of masked networks."""
 
 from __future__ import annotations
 
@@ -9,44 +9,56 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["PRECISION", "Mask", "MaskedLinear", "MaskedMLP", "matmul", "mlp"]
+from maf_jax.network import Weights, as_precision, matmul, mlp
 
-Weights = tuple[tuple[jax.Array, jax.Array], ...]
-
-# Precision of every matrix product of maf_jax. JAX's default is TF32 on recent
-# NVIDIA GPUs and one bfloat16 pass on TPUs; then the sequential inverse and the
-# parallel forward round differently, and a sample's log-density disagrees with the
-# log_prob of that sample by ~1e-3. HIGHEST is full float32 everywhere (on CPU it is
-# what the default does anyway); set ``maf_jax.nn.PRECISION = None`` before tracing
-# to use the backend's default.
-PRECISION = jax.lax.Precision.HIGHEST
+__all__ = ["Mask", "MaskedLinear", "MaskedMLP"]
 
 
-def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` at ``PRECISION``."""
-    return jnp.matmul(a, b, precision=PRECISION)
+class Mask:
+    """A fixed boolean connectivity mask ``(in, out)``: structure, not state.
 
-
-class Mask(nnx.Variable):
-    """A fixed boolean connectivity mask; not a trainable parameter."""
-
-
-def mlp(weights: Weights, activation: Callable, x: jax.Array) -> jax.Array:
-    """Applies a multilayer perceptron with the activation between layers.
+    The mask is a read-only NumPy array, so that traced products fold it in as a
+    constant, and it is hashable, so that a module holding it is static structure
+    for ``jax.jit`` (it is not in ``nnx.state``, nor in checkpoints). A
+    ``MaskedAutoregressiveTransform`` shares the arrays of its ``MadeLayout``.
 
     Args:
-        weights: ``(kernel, bias)`` pairs, kernels of shape ``(in, out)`` with the
-            masks already applied.
-        activation: Elementwise nonlinearity.
-        x: Inputs of shape ``(*, in)``.
-
-    Returns:
-        Outputs of shape ``(*, out)`` of the last layer.
+        value: Boolean array of shape ``(in, out)``.
     """
-    *hidden, (kernel, bias) = weights
-    for w, b in hidden:
-        x = activation(matmul(x, w) + b)
-    return matmul(x, kernel) + bias
+
+    def __init__(self, value):
+        value = np.asarray(value, dtype=bool)
+        if value.ndim != 2:
+            raise ValueError(f"mask must be 2-D (in, out), got shape {value.shape}")
+        if value.flags.writeable:
+            value = value.copy()
+            value.flags.writeable = False
+        self.value = value
+        self._hash = hash((value.shape, value.tobytes()))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(in, out)``."""
+        return self.value.shape
+
+    def __array__(self, dtype=None, copy=None):
+        return self.value if dtype is None else self.value.astype(dtype)
+
+    def __getitem__(self, index):
+        return self.value[index]
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (
+            isinstance(other, Mask)
+            and self._hash == other._hash
+            and np.array_equal(self.value, other.value)
+        )
+
+    def __repr__(self) -> str:
+        return f"Mask(shape={self.shape}, connections={int(self.value.sum())})"
 
 
 class MaskedLinear(nnx.Module):
@@ -58,21 +70,38 @@ class MaskedLinear(nnx.Module):
     (benchmarks/density.py).
 
     Args:
-        mask: Boolean array of shape ``(in_features, out_features)``.
+        mask: Boolean array of shape ``(in_features, out_features)``, or a ``Mask``.
         rngs: Random number generators; ``rngs.params()`` draws the weights.
         param_dtype: The dtype of the parameters.
         gain: Scale of the initial weights.
+        precision: Precision of the product: ``"highest"`` (full float32, the
+            default), ``"high"``, ``"default"`` (the backend's) or a
+            ``jax.lax.Precision``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> layer = MaskedLinear(jnp.tril(jnp.ones((3, 3), bool)), rngs=nnx.Rngs(0))
+        >>> layer(jnp.ones((5, 3))).shape
+        (5, 3)
     """
 
-    def __init__(self, mask, *, rngs: nnx.Rngs, param_dtype=jnp.float32, gain: float = 1.0):
-        mask = np.asarray(mask, dtype=bool)
-        if mask.ndim != 2:
-            raise ValueError(f"mask must be 2-D (in, out), got shape {mask.shape}")
+    def __init__(
+        self,
+        mask,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+        gain: float = 1.0,
+        precision="highest",
+    ):
+        mask = mask if isinstance(mask, Mask) else Mask(mask)
         bound = gain / np.sqrt(max(mask.shape[0], 1))
         kernel = jax.random.uniform(rngs.params(), mask.shape, param_dtype, -bound, bound)
         self.in_features, self.out_features = mask.shape
-        self.mask = Mask(jnp.asarray(mask))
-        self.kernel = nnx.Param(jnp.where(mask, kernel, 0))
+        self.mask = mask
+        self.precision = as_precision(precision)
+        self.kernel = nnx.Param(jnp.where(mask.value, kernel, 0))
         self.bias = nnx.Param(
             jax.random.uniform(rngs.params(), (mask.shape[1],), param_dtype, -bound, bound)
         )
@@ -80,12 +109,13 @@ class MaskedLinear(nnx.Module):
     @property
     def weights(self) -> tuple[jax.Array, jax.Array]:
         """The masked kernel ``(in, out)`` and the bias ``(out,)``."""
-        return self.kernel[...] * self.mask[...], self.bias[...]
+        kernel = self.kernel[...]
+        return kernel * self.mask.value.astype(kernel.dtype), self.bias[...]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Returns ``x @ (W * M) + b`` for ``x`` of shape ``(*, in_features)``."""
         kernel, bias = self.weights
-        return matmul(x, kernel) + bias
+        return matmul(x, kernel, self.precision) + bias
 
 
 class MaskedMLP(nnx.Module):
@@ -99,6 +129,7 @@ class MaskedMLP(nnx.Module):
         output_gain: Scale of the initial weights of the last layer; small values
             start a flow close to the identity, so that training starts from the
             base density rather than from a random distortion of it.
+        precision: Precision of the products, as for ``MaskedLinear``.
     """
 
     def __init__(
@@ -109,14 +140,17 @@ class MaskedMLP(nnx.Module):
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
         output_gain: float = 1e-2,
+        precision="highest",
     ):
-        shapes = [np.shape(m) for m in masks]
+        masks = [m if isinstance(m, Mask) else Mask(m) for m in masks]
+        shapes = [m.shape for m in masks]
         if not shapes or any(a[1] != b[0] for a, b in zip(shapes[:-1], shapes[1:])):
             raise ValueError(f"masks must be a non-empty chain (in, out), got {shapes}")
         self.activation = activation
+        self.precision = as_precision(precision)
         gains = [1.0] * (len(masks) - 1) + [output_gain]
         self.layers = nnx.List(
-            MaskedLinear(m, rngs=rngs, param_dtype=param_dtype, gain=g)
+            MaskedLinear(m, rngs=rngs, param_dtype=param_dtype, gain=g, precision=precision)
             for m, g in zip(masks, gains)
         )
 
@@ -127,4 +161,4 @@ class MaskedMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the network to ``x`` of shape ``(*, in)``."""
-        return mlp(self.weights, self.activation, x)
+        return mlp(self.weights, self.activation, x, self.precision)

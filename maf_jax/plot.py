@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maf_jax.files import atomic_write
+
 __all__ = ["plot"]
 
 
@@ -93,6 +95,7 @@ def plot(
         axes[0, 0].legend(fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
     return path

@@ -14,7 +14,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from maf_jax.data import DataError, check_rows, split
-from maf_jax.standardize import Standardized
+from maf_jax.standardized import Standardized
 
 __all__ = ["History", "fit", "mean_log_prob"]
 

@@ -44,7 +44,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+
+from maf_jax import _pytree
 
 __all__ = ["MonotonicAffineTransform"]
 
@@ -63,7 +64,7 @@ def _soft_bound_jvp(bound, primals, tangents):
     return s / denominator, ds / denominator**2
 
 
-@struct.dataclass
+@_pytree.dataclass
 class MonotonicAffineTransform:
     r"""Affine map ``y = x * exp(a) + b`` with a softly bounded log-scale.
 
@@ -84,7 +85,7 @@ class MonotonicAffineTransform:
 
     shift: jax.Array
     scale: jax.Array
-    slope: float = struct.field(pytree_node=False, default=1e-3)
+    slope: float = _pytree.static(default=1e-3)
 
     @property
     def log_scale(self) -> jax.Array:

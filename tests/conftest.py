@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import settings
+
 HERE = Path(__file__).parent
 
 # scripts run in their own process (flags such as x64 must not reach this one)
@@ -63,3 +65,15 @@ def iter_eqns(jaxpr):
                     yield from iter_eqns(sub)
                 elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
                     yield from iter_eqns(sub.jaxpr)
+
+
+# Property-based tests: a few dozen examples in the default run, more with
+# ``python -m pytest --hypothesis-profile=long``. Every example compiles its own
+# program, hence no deadline.
+settings.register_profile("default", max_examples=30, deadline=None)
+settings.register_profile("long", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The command line keeps compiled programs in a user folder; tests run it in-process
+# and must not write there (tests/test_cli.py turns it on where it is the subject).
+os.environ.setdefault("MAF_JAX_COMPILATION_CACHE", "off")

@@ -10,10 +10,12 @@ from flax import nnx, struct
 import maf_jax
 from maf_jax import (
     MAF,
+    FullPass,
+    Incremental,
     MaskedAutoregressiveTransform,
     autoregressive,
-    chain,
     full_pass_inverse,
+    incremental,
     incremental_inverse,
 )
 from maf_jax.masks import autoregressive_adjacency
@@ -148,17 +150,31 @@ def test_incremental_inverse_matches_full_pass(name, chunk):
 
 
 @pytest.mark.parametrize(
-    "setting,expected",
-    [("incremental", "incremental_inverse"), ("full_pass", "full_pass_inverse")],
+    "inverse,expected",
+    [
+        ("incremental", "incremental"),
+        ("full_pass", "full_pass"),
+        (Incremental(blocks=2), "incremental"),
+        (FullPass(), "full_pass"),
+    ],
 )
-def test_the_inverse_setting_picks_the_inverse(monkeypatch, setting, expected):
+def test_the_inverse_option_picks_the_inverse(monkeypatch, inverse, expected):
     calls = []
-    for name in ("incremental_inverse", "full_pass_inverse"):
-        inverse = getattr(autoregressive, name)
-        spy = lambda t, y, name=name, inverse=inverse: calls.append(name) or inverse(t, y)  # noqa: E731
-        monkeypatch.setattr(autoregressive, name, spy)
-    monkeypatch.setattr(autoregressive, "INVERSE", setting)
-    bijection = build("passes3_context")
+    for module, name in (
+        (incremental, "incremental_inverse"),
+        (autoregressive, "full_pass_inverse"),
+    ):
+        original = getattr(module, name)
+
+        def spy(t, y, *args, original=original, name=name):
+            calls.append(name.removesuffix("_inverse"))
+            return original(t, y, *args)
+
+        monkeypatch.setattr(module, name, spy)
+    t = MaskedAutoregressiveTransform(
+        FEATURES, passes=3, context=CONTEXT, inverse=inverse, rngs=nnx.Rngs(1)
+    )
+    bijection = scramble(t)(jnp.linspace(-1.0, 1.0, CONTEXT))
     y = jax.random.normal(jax.random.key(2), (3, FEATURES))
     x, ladj = jax.jit(lambda b, y: b.inverse_and_log_det(y))(bijection, y)
     assert calls == [expected]  # traced once
@@ -167,29 +183,37 @@ def test_the_inverse_setting_picks_the_inverse(monkeypatch, setting, expected):
     np.testing.assert_allclose(ladj, -forward_ladj, atol=1e-4)
 
 
+@pytest.mark.parametrize("option,value", [("chunk", 4), ("blocks", 2), ("groups", 1)])
+def test_incremental_options_reach_the_program(option, value):
+    """``Incremental(option=value)`` traces what the function's argument does."""
+
+    def program(inverse, fn):
+        t = MaskedAutoregressiveTransform(
+            24, hidden_features=(50, 31), inverse=inverse, rngs=nnx.Rngs(3)
+        )
+        return str(jax.make_jaxpr(fn)(t(), jnp.zeros((10, 24))))
+
+    set_ = program(Incremental(**{option: value}), lambda b, y: b.inverse_and_log_det(y))
+    by_argument = program("incremental", lambda b, y: incremental_inverse(b, y, **{option: value}))
+    default = program("incremental", lambda b, y: b.inverse_and_log_det(y))
+    assert set_ == by_argument != default
+
+
 @pytest.mark.parametrize(
-    "setting,value,argument",
-    [("CHUNK", 4, "chunk"), ("BLOCKS", 2, "blocks"), ("GROUPS", 1, "groups")],
+    "inverse,match",
+    [
+        ("fast", r"one of \['full_pass', 'incremental'\], got 'fast'"),
+        (Incremental, "hashable callable"),
+        ([1], "hashable callable"),
+        (lambda: Incremental(blocks=0), "blocks must be a positive integer"),
+        (lambda: Incremental(groups=1.5), "groups must be a positive integer"),
+    ],
 )
-def test_the_incremental_settings_act_when_tracing(monkeypatch, setting, value, argument):
-    """Changing a module setting after import traces what the argument would."""
-    bijection = scramble(
-        MaskedAutoregressiveTransform(24, hidden_features=(50, 31), rngs=nnx.Rngs(3))
-    )()
-    y = jnp.zeros((10, 24))
-
-    def program(**kwargs):
-        return str(jax.make_jaxpr(lambda b, y: incremental_inverse(b, y, **kwargs))(bijection, y))
-
-    default = program()
-    monkeypatch.setattr(autoregressive, setting, value)
-    assert program() == program(**{argument: value}) != default
-
-
-def test_an_unknown_inverse_setting_names_the_choices(monkeypatch):
-    monkeypatch.setattr(autoregressive, "INVERSE", "fast")
-    with pytest.raises(ValueError, match=r"one of \['full_pass', 'incremental'\], got 'fast'"):
-        build("default").inverse_and_log_det(jnp.zeros((2, FEATURES)))
+def test_a_bad_inverse_option_says_what_is_expected(inverse, match):
+    with pytest.raises(ValueError, match=match):
+        if callable(inverse) and not isinstance(inverse, type):
+            inverse = inverse()
+        MaskedAutoregressiveTransform(FEATURES, inverse=inverse, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize(
@@ -253,7 +277,7 @@ def _scan_unrolls(fn, *args):
 
 @pytest.mark.parametrize(
     "transforms,differentiated,unrolled",
-    [(3, False, False), (3, True, True), (chain.UNROLL + 1, True, False)],
+    [(3, False, False), (3, True, True), (11, True, False)],  # unroll=10 by default
 )
 def test_the_forward_chain_unrolls_only_when_differentiated(
     x, transforms, differentiated, unrolled
@@ -269,25 +293,24 @@ def test_the_forward_chain_unrolls_only_when_differentiated(
 
 
 @pytest.mark.parametrize("derivative", ["grad", "jacfwd"])
-def test_unrolled_derivatives_match_the_loop(monkeypatch, x, derivative):
-    flow = scramble(MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(7)))
-    c = jnp.arange(CONTEXT, dtype=jnp.float32)
-    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+def test_unrolled_derivatives_match_the_loop(x, derivative):
+    """The same flow built with ``unroll=0`` keeps the loop: equal derivatives."""
 
-    def log_prob(params, x):
-        return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
+    def derivatives(unroll):
+        flow = MAF(FEATURES, transforms=3, context=CONTEXT, unroll=unroll, rngs=nnx.Rngs(7))
+        graphdef, params, rest = nnx.split(scramble(flow), nnx.Param, ...)
+        c = jnp.arange(CONTEXT, dtype=jnp.float32)
 
-    argnums = 0 if derivative == "grad" else 1
-    differentiate = getattr(jax, derivative)
-    unrolled = differentiate(log_prob, argnums)(params, x)
-    monkeypatch.setattr(chain, "UNROLL", 0)
-    jax.clear_caches()  # log_prob is jitted: trace it again under the new setting
-    try:
-        assert all(u == 1 for u in _scan_unrolls(differentiate(log_prob, argnums), params, x))
-        looped = differentiate(log_prob, argnums)(params, x)
-    finally:
-        jax.clear_caches()
-    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped)):
+        def log_prob(params, x):
+            return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
+
+        differentiate = getattr(jax, derivative)(log_prob, 0 if derivative == "grad" else 1)
+        return _scan_unrolls(differentiate, params, x), differentiate(params, x)
+
+    unrolls, unrolled = derivatives(10)
+    loop_unrolls, looped = derivatives(0)
+    assert 3 in unrolls and set(loop_unrolls) == {1}
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -10,9 +10,9 @@ import pytest
 from conftest import scramble
 from flax import nnx
 
-from maf_jax import MAF, checkpoint
+from maf_jax import MAF, FullPass, Incremental, checkpoint
 from maf_jax.checkpoint import CheckpointError
-from maf_jax.standardize import Standardized
+from maf_jax.standardized import Standardized
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,58 @@ def test_plain_maf_round_trip(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(precision="default", inverse="full_pass", unroll=0),
+        dict(precision="high", inverse=Incremental(chunk=3, blocks=2, groups=1), unroll=4),
+    ],
+)
+def test_settings_that_change_the_arithmetic_are_restored(tmp_path, settings):
+    flow = MAF(4, transforms=2, rngs=nnx.Rngs(3), **settings)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
+    first, saved = loaded.transforms[0], flow.transforms[0]
+    assert (first.precision, first.inverter, loaded.unroll) == (
+        saved.precision,
+        saved.inverter,
+        flow.unroll,
+    )
+    assert first.precision != jax.lax.Precision.HIGHEST  # not the defaults by chance
+
+
+def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
+    flow = MAF(2, transforms=2, inverse="full_pass", rngs=nnx.Rngs(3))
+    path = checkpoint.save(tmp_path / "f.npz", flow)
+
+    def older(arrays):  # what the first format wrote
+        config = json.loads(arrays["__config__"].tobytes())
+        for name in ("precision", "inverse", "unroll"):
+            del config[name]
+        arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+
+    rewrite(path, tmp_path / "old.npz", older)
+    loaded = checkpoint.load(tmp_path / "old.npz")
+    t = loaded.transforms[0]
+    assert (t.precision, t.inverter, loaded.unroll) == (
+        jax.lax.Precision.HIGHEST,
+        Incremental(),
+        10,
+    )
+    x = jnp.ones((3, 2))
+    np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
+
+
+def test_an_inverse_that_cannot_be_rebuilt_is_refused(tmp_path):
+    @__import__("dataclasses").dataclass(frozen=True)
+    class Custom:
+        def __call__(self, t, y):
+            return FullPass()(t, y)
+
+    flow = MAF(2, transforms=1, inverse=Custom(), rngs=nnx.Rngs(0))
+    with pytest.raises(CheckpointError, match="inverse .* cannot be saved"):
+        checkpoint.save(tmp_path / "x.npz", flow)
+
+
 def test_failed_write_keeps_the_old_file(model, tmp_path, monkeypatch):
     path = checkpoint.save(tmp_path / "m.npz", model)
     before = path.read_bytes()
@@ -93,6 +145,12 @@ def set_config(arrays, **updates):
         (lambda a: set_config(a, format="other/9"), "unknown checkpoint format"),
         (lambda a: set_config(a, hidden_features=[16, 9]), "shape"),
         (lambda a: set_config(a, activation="swish2"), "invalid configuration"),
+        (lambda a: set_config(a, precision="float8"), "invalid configuration.*precision"),
+        (lambda a: set_config(a, inverse={"name": "magic"}), "invalid configuration.*inverse"),
+        (
+            lambda a: set_config(a, inverse={"name": "incremental", "blocks": -1}),
+            "invalid configuration.*blocks",
+        ),
         (
             lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}),
             "permutation",

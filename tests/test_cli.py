@@ -1,6 +1,7 @@
 """The maf-jax command end to end, and every bad input it must refuse cleanly."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -150,3 +151,20 @@ def test_bad_inputs_fail_cleanly_and_overwrite_nothing(fitted, files, capsys):
         assert err.count("\n") == 1 and "error:" in err, err
         assert __import__("re").search(message, err), (message, err)
     assert fitted.read_bytes() == before  # nothing overwritten
+
+
+@pytest.mark.parametrize(
+    "flag,setting,kept",
+    [([], "{cache}", True), (["--no-compilation-cache"], "{cache}", False), ([], "off", False)],
+)
+def test_the_command_keeps_compiled_programs_unless_told_not_to(
+    fitted, tmp_path, flag, setting, kept
+):
+    cache = tmp_path / "cache"
+    env = os.environ | {"MAF_JAX_COMPILATION_CACHE": setting.format(cache=cache)}
+    command = [sys.executable, "-m", "maf_jax.cli", *flag, "sample", str(fitted), "-n", "5"]
+    result = subprocess.run(
+        [*command, "-o", str(tmp_path / "s.npy")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (cache.is_dir() and any(cache.iterdir())) == kept

@@ -1,5 +1,6 @@
 """The MAF module and its distribution: the seed examples, shapes, errors, idioms."""
 
+import dataclasses
 import math
 
 import jax
@@ -10,8 +11,14 @@ import pytest
 from conftest import iter_eqns, scramble
 from flax import nnx
 
-import maf_jax.nn
-from maf_jax import MAF, MaskedAutoregressiveTransform, MonotonicAffineTransform
+import maf_jax.network
+from maf_jax import (
+    MAF,
+    FullPass,
+    Incremental,
+    MaskedAutoregressiveTransform,
+    MonotonicAffineTransform,
+)
 
 # The examples of the zuko MAF documentation, translated to JAX.
 
@@ -287,48 +294,85 @@ def test_call_errors(small, call, match):
             call(small, conditional)
 
 
-HIGHEST = (jax.lax.Precision.HIGHEST,) * 2
 LOG_PROB = lambda f: f().log_prob(jnp.zeros((4, 3)))  # noqa: E731
 SAMPLE = lambda f: f().sample(jax.random.key(0), (4,))  # noqa: E731
 GRAD = lambda f: jax.grad(lambda x: f().log_prob(x).sum())(jnp.zeros((4, 3)))  # noqa: E731
+CONDITIONAL_SAMPLE = lambda f: f(jnp.ones(2)).sample(jax.random.key(0), (4,))  # noqa: E731
 
 
-@pytest.fixture
-def fresh_traces():
-    """Jitted methods are traced anew in the test, and again after it."""
-    jax.clear_caches()
-    yield
-    jax.clear_caches()
+def products(call, flow):
+    """The precision of every matrix product that ``call(flow)`` traces."""
+    jaxpr = jax.make_jaxpr(lambda: call(flow))().jaxpr
+    return [e.params["precision"] for e in iter_eqns(jaxpr) if e.primitive.name == "dot_general"]
 
 
 @pytest.mark.parametrize(
     "kwargs,call,precision",
     [
-        ({}, LOG_PROB, jax.lax.Precision.HIGHEST),
-        ({}, SAMPLE, jax.lax.Precision.HIGHEST),
-        ({}, GRAD, jax.lax.Precision.HIGHEST),
-        (
-            dict(context=2, passes=2),
-            lambda f: f(jnp.ones(2)).sample(jax.random.key(0), (4,)),
-            jax.lax.Precision.HIGHEST,
-        ),
-        ({}, SAMPLE, None),
-        ({}, GRAD, None),
+        ({}, LOG_PROB, "highest"),
+        ({}, SAMPLE, "highest"),
+        ({}, GRAD, "highest"),
+        (dict(context=2, passes=2), CONDITIONAL_SAMPLE, "highest"),
+        (dict(precision="default"), SAMPLE, "default"),
+        (dict(precision="default"), GRAD, "default"),
+        (dict(precision=jax.lax.Precision.HIGH, context=2), CONDITIONAL_SAMPLE, "high"),
+        (dict(precision=None), LOG_PROB, "default"),
     ],
 )
-def test_every_product_runs_at_the_set_precision(
-    monkeypatch, fresh_traces, kwargs, call, precision
-):
+def test_every_product_runs_at_the_set_precision(kwargs, call, precision):
     """Backends whose default is below float32 (TF32 GPUs, TPUs) must not make the
-    sequential inverse and the forward round differently."""
-    monkeypatch.setattr(maf_jax.nn, "PRECISION", precision)
+    sequential inverse and the forward round differently, unless asked to."""
     flow = MAF(3, transforms=2, hidden_features=(8,), **kwargs, rngs=nnx.Rngs(0))
-    jaxpr = jax.make_jaxpr(lambda: call(flow))().jaxpr
-    precisions = [
-        e.params["precision"] for e in iter_eqns(jaxpr) if e.primitive.name == "dot_general"
-    ]
-    expected = None if precision is None else HIGHEST
+    expected = (maf_jax.network.PRECISIONS[precision],) * 2
+    highest = (jax.lax.Precision.HIGHEST,) * 2
+    found = products(call, flow)
     # the one-hot products that apply the order stay exact whatever the setting
-    products = precisions if expected else [p for p in precisions if p != HIGHEST]
-    assert len(products) >= 2  # one transform of the scan is traced: its two layers
-    assert all(p == expected for p in products), set(precisions)
+    network = found if precision == "highest" else [p for p in found if p != highest]
+    assert len(network) >= 2  # one transform of the scan is traced: its two layers
+    assert all(p == expected for p in network), set(found)
+
+
+TRACED = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """An inverse option that records which inverse was traced."""
+
+    inverse: object
+
+    def __call__(self, t, y):
+        TRACED.append(self.inverse.name)
+        return self.inverse(t, y)
+
+
+def test_two_flows_with_different_settings_each_behave_as_built():
+    """Settings are static structure: in one process, without clearing JAX's
+    caches, each flow's jitted methods trace its own settings, in either order."""
+    settings = {
+        "a": dict(precision="highest", inverse=Traced(Incremental()), unroll=10),
+        "b": dict(precision="default", inverse=Traced(FullPass()), unroll=0),
+    }
+    flows = {
+        name: MAF(3, transforms=2, hidden_features=(8,), **kwargs, rngs=nnx.Rngs(0))
+        for name, kwargs in settings.items()
+    }
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    samples, traced = {}, []
+    for name in ["a", "b", "a", "b"]:
+        flow, kwargs = flows[name], settings[name]
+        TRACED.clear()
+        samples[name] = flow().sample(jax.random.key(2), (5,))
+        traced.append(list(TRACED))
+        expected = (maf_jax.network.PRECISIONS[kwargs["precision"]],) * 2
+        assert expected in products(lambda f: f().log_prob(x), flow)
+        unrolls = {
+            e.params["unroll"]
+            for e in iter_eqns(jax.make_jaxpr(jax.grad(lambda x, f=flow: f().log_prob(x).sum()))(x))
+            if e.primitive.name == "scan"
+        }
+        assert (2 in unrolls) == (kwargs["unroll"] >= 2), unrolls
+    # each traced its own inverse once, then ran from the cache
+    assert traced == [["incremental"], ["full_pass"], [], []]
+    # same weights, same noise: the two inverses agree
+    np.testing.assert_allclose(samples["a"], samples["b"], atol=1e-5)

@@ -11,7 +11,7 @@ from flax import nnx
 
 from maf_jax import MAF
 from maf_jax.data import DataError, split
-from maf_jax.standardize import Standardized
+from maf_jax.standardized import Standardized
 from maf_jax.train import fit, mean_log_prob
 
 
