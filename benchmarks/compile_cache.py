@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import speed
 
 HERE = Path(__file__).parent
 COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration",)
@@ -102,10 +103,7 @@ def main() -> None:
                 runs["off"].append(run(argv, "off"))
                 runs["cold"].append(run(argv, str(folder)))
                 runs["warm"].append(run(argv, str(folder)))
-            medians = {
-                name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                for name, rs in runs.items()
-            }
+            medians = speed.medians(runs)
             for name, m in medians.items():
                 lines.append(
                     f"| {features} | {name} | {m['compile']:.2f} | {m['cache_read']:.2f} "

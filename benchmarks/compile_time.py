@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -97,10 +96,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (fn, fn_args) in table.items():
                 runs[name].append(compile_once(fn, fn_args))
-        medians = {
-            name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            for name, rs in runs.items()
-        }
+        medians = speed.medians(runs)
         for name, m in medians.items():
             lines.append(
                 f"| {features} | {name} | {m['trace_s']:.2f} | {m['lower_s']:.2f} "

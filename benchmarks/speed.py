@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +50,14 @@ def median_times(fns: dict, repeat: int, slow=()) -> dict:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def medians(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per name, the median of each measure over the rounds ``runs[name]``."""
+    return {
+        name: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        for name, rounds in runs.items()
+    }
 
 
 def timed_compile(jitted, *args):
