@@ -117,7 +117,7 @@ class AutoregressiveTransform:
         """
         inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
         phi = mlp(weights, self.activation, inputs, self.precision).reshape(
-            x.shape[0], -1, x.shape[1]
+            x.shape[0], self.layout.total, x.shape[1]
         )
         params, offset = [], 0
         for shape in self.shapes:
@@ -136,16 +136,18 @@ class AutoregressiveTransform:
         """
         lead = self._lead_shape(x)
         x = self._sort(x) if sort else x
-        x = jnp.broadcast_to(x, (*lead, x.shape[-1])).reshape(-1, x.shape[-1])
+        # explicit sizes, no -1: a batch may be empty
+        rows = math.prod(lead)
+        x = jnp.broadcast_to(x, (*lead, x.shape[-1])).reshape(rows, x.shape[-1])
         context = None
         if self.context is not None:
-            context = jnp.broadcast_to(self.context, (*lead, self.context.shape[-1]))
-            context = context.reshape(x.shape[0], -1)
+            size = self.context.shape[-1]
+            context = jnp.broadcast_to(self.context, (*lead, size)).reshape(rows, size)
         return x, context, lead
 
     def _unflat(self, x: jax.Array, ladj: jax.Array, lead, unsort: bool = False):
         x = self._unsort(x) if unsort else x
-        return x.reshape(*lead, -1), ladj.sum(-1).reshape(lead)
+        return x.reshape(*lead, x.shape[-1]), ladj.sum(-1).reshape(lead)
 
     # The bijection.
 

@@ -1,16 +1,19 @@
 """Checkpoints: configuration, parameters and standardisation in one ``.npz`` file.
 
-The file holds plain arrays and a JSON configuration; loading never unpickles, so
-a checkpoint cannot execute code. Writes go to a temporary file in the same folder
-that is then renamed over the target, so a crash never leaves a half-written file
-in place of the old one.
+A checkpoint is a zip of plain ``.npy`` arrays and a JSON configuration; it holds
+no code. Loading treats it as untrusted data: pickles are never loaded, the
+configuration is schema-checked (``maf_jax.config``), the count of numbers it
+implies must equal the count the file holds, and every array's name, shape and
+dtype must be the model's, all before an array is read or a model built, so a
+tampered file fails fast in bounded memory. Parameters and statistics must be
+finite, standard deviations positive and orders permutations. Writes are atomic
+(``maf_jax.files``): a crash never leaves a half-written file in place of the old one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import zipfile
+import math
 from pathlib import Path
 
 import jax
@@ -18,71 +21,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maf_jax.autoregressive import INVERSES
+from maf_jax import config as configuration
+from maf_jax.config import ACTIVATIONS, ConfigError
 from maf_jax.files import atomic_write
-from maf_jax.flows import MAF, Order
+from maf_jax.flows import Order
 from maf_jax.masks import check_order
-from maf_jax.network import PRECISIONS
-from maf_jax.standardized import Standardization, Standardized
-from maf_jax.univariate import MonotonicAffineTransform
+from maf_jax.npyio import ArrayFileError, read_npz, read_npz_headers
+from maf_jax.standardized import Standardization
 
 __all__ = ["ACTIVATIONS", "CheckpointError", "load", "save"]
 
-FORMAT = "maf-jax/1"
-ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "elu": jax.nn.elu,
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "leaky_relu": jax.nn.leaky_relu,
-}
 SAVED = (nnx.Param, Order, Standardization)
+CONFIG = "__config__"
+MAX_CONFIG_BYTES = 1 << 16
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be written or read back, with the reason."""
-
-
-def _config(model) -> dict:
-    flow = model.flow if isinstance(model, Standardized) else model
-    if not isinstance(flow, MAF):
-        raise CheckpointError(
-            f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}"
-        )
-    first = flow.transforms[0]
-    names = {fn: name for name, fn in ACTIVATIONS.items()}
-    activation = names.get(first.hyper.activation)
-    if activation is None:
-        raise CheckpointError(
-            f"activation {first.hyper.activation!r} cannot be saved; "
-            f"use one of {sorted(ACTIVATIONS)}"
-        )
-    if first.univariate is not MonotonicAffineTransform:
-        raise CheckpointError("only the default MonotonicAffineTransform univariate can be saved")
-    layout = first.layout
-    precisions = {value: name for name, value in PRECISIONS.items()}
-    inverter = first.inverter
-    if type(inverter) not in INVERSES.values():
-        raise CheckpointError(
-            f"inverse {inverter!r} cannot be saved; use one of {sorted(INVERSES)} "
-            "or maf_jax.Incremental(...)"
-        )
-    return dict(
-        format=FORMAT,
-        features=layout.features,
-        context=layout.context,
-        transforms=len(flow.transforms),
-        passes=layout.passes,
-        hidden_features=list(layout.hidden_features),
-        activation=activation,
-        shapes=[list(s) for s in first.shapes],
-        param_dtype=jnp.dtype(flow.param_dtype).name,
-        standardized=isinstance(model, Standardized),
-        precision=precisions[first.precision],
-        inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
-        unroll=flow.unroll,
-    )
 
 
 def _flat_state(model) -> dict[str, np.ndarray]:
@@ -98,95 +53,96 @@ def save(path, model) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: For a model that a configuration cannot describe.
     """
     path = Path(path)
+    try:
+        config = configuration.describe(model)
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
     arrays = _flat_state(model)
-    arrays["__config__"] = np.frombuffer(json.dumps(_config(model)).encode(), np.uint8)
+    arrays[CONFIG] = np.frombuffer(json.dumps(config).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         np.savez(f, **arrays)
     return path
 
 
-def build(config: dict):
-    """Builds an untrained model with the structure that ``config`` describes.
+def _read_config(path: Path, headers: dict) -> dict:
+    header = headers.pop(CONFIG, None)
+    if header is None or header.dtype != np.uint8 or len(header.shape) != 1:
+        raise CheckpointError(f"{path}: not a maf-jax checkpoint (it has no configuration)")
+    if header.shape[0] > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: configuration of {header.shape[0]} bytes is too large")
+    raw = read_npz(path, [CONFIG])[CONFIG]
+    try:
+        return json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path}: configuration is not JSON ({error})") from None
 
-    Settings that older checkpoints lack take their defaults.
-    """
-    inverse = dict(config.get("inverse", {"name": "incremental"}))
-    name = inverse.pop("name")
-    if name not in INVERSES:
-        raise ValueError(f"inverse must be one of {sorted(INVERSES)}, got {name!r}")
-    flow = MAF(
-        config["features"],
-        config["context"],
-        transforms=config["transforms"],
-        passes=config["passes"],
-        hidden_features=tuple(config["hidden_features"]),
-        activation=ACTIVATIONS[config["activation"]],
-        shapes=tuple(tuple(s) for s in config["shapes"]),
-        param_dtype=jnp.dtype(config["param_dtype"]),
-        precision=config.get("precision", "highest"),
-        inverse=INVERSES[name](**inverse),
-        unroll=config.get("unroll", 10),
-        rngs=nnx.Rngs(0),
-    )
-    if config["standardized"]:
-        return Standardized(flow, np.zeros(config["features"]), np.ones(config["features"]))
-    return flow
+
+def _check_values(path: Path, name: str, array: np.ndarray, features: int) -> None:
+    if name.endswith("order"):
+        try:
+            check_order(array, features)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {name}: {error}") from None
+    elif not np.isfinite(array).all():
+        raise CheckpointError(f"{path}: {name} holds NaN or inf")
+    elif name.endswith("std") and not (array > 0).all():
+        raise CheckpointError(f"{path}: {name} must be positive, holds {array.min()}")
 
 
 def load(path):
-    """Reads a model written by ``save``.
+    """Reads a model written by ``save``, checking it as untrusted data.
 
     Raises:
-        CheckpointError: If the file is missing, corrupt, of another format, or
-            its arrays do not match the configuration it declares.
+        CheckpointError: If the file is missing, not a checkpoint, corrupt, or
+            tampered with: a configuration out of its schema, arrays that do not
+            match it, or values that no trained model holds.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        config = json.loads(arrays.pop("__config__").tobytes().decode())
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        EOFError,
-        zipfile.BadZipFile,
-        UnicodeDecodeError,
-    ) as error:
+        headers = read_npz_headers(path)
+        config = configuration.check(_read_config(path, headers))
+    except (ArrayFileError, ConfigError) as error:
         raise CheckpointError(f"{path}: not a readable maf-jax checkpoint ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    implied, held = configuration.size(config), sum(math.prod(h.shape) for h in headers.values())
+    if implied != held:
         raise CheckpointError(
-            f"{path}: unknown checkpoint format {config.get('format')!r}, expected {FORMAT!r}"
+            f"{path}: arrays do not match the configuration, which describes {implied} "
+            f"numbers where the file holds {held}"
         )
-    try:
-        model = build(config)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: invalid configuration ({error})") from None
-    expected = _flat_state(model)
-    if set(expected) != set(arrays):
-        missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if config["param_dtype"] == "float64" and not jax.config.jax_enable_x64:
+        raise CheckpointError(f"{path}: a float64 model; load it with JAX_ENABLE_X64=1")
+    # Bounded now: the model has as many numbers as the file.
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: configuration.build(config)))
+    variables = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(state)}
+    if set(variables) != set(headers):
+        missing, extra = (
+            sorted(set(variables) - set(headers)),
+            sorted(set(headers) - set(variables)),
+        )
         raise CheckpointError(
             f"{path}: arrays do not match the configuration "
             f"(missing {missing[:3]}, unexpected {extra[:3]})"
         )
-    for name, array in arrays.items():
-        if array.shape != expected[name].shape:
+    for name, variable in variables.items():
+        expected, found = variable.get_value(), headers[name]
+        if (expected.shape, expected.dtype) != (found.shape, found.dtype):
             raise CheckpointError(
-                f"{path}: {name} has shape {array.shape}, expected {expected[name].shape}"
+                f"{path}: {name} has shape {found.shape} and dtype {found.dtype}, "
+                f"expected {expected.shape} and {expected.dtype}"
             )
-        if name.endswith("order"):
-            try:
-                check_order(array, config["features"])
-            except ValueError as error:
-                raise CheckpointError(f"{path}: {name}: {error}") from None
-    state = nnx.state(model, SAVED)
-    for keypath, variable in nnx.to_flat_state(state):
-        name = "/".join(map(str, keypath))
-        variable[...] = jnp.asarray(arrays[name], dtype=variable[...].dtype)
-    nnx.update(model, state)
-    return model
+    try:
+        arrays = read_npz(path, variables)
+    except ArrayFileError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    for name, variable in variables.items():
+        _check_values(path, name, arrays[name], config["features"])
+        variable.set_value(jnp.asarray(arrays[name]))
+    return nnx.merge(graphdef, state)

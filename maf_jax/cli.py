@@ -1,10 +1,20 @@
-"""The ``maf-jax`` command: fit, eval, sample, plot and demo."""
+"""The ``maf-jax`` command: fit, eval, sample, plot and demo.
+
+Every error a user can cause (a bad option, file or checkpoint) ends the command
+with exit status 2 and one line on stderr; outputs are checked before any work and
+written atomically at the end, so a failed or interrupted command (Ctrl-C, SIGTERM:
+exit status 130) leaves every existing file as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,11 +23,77 @@ __all__ = ["main"]
 
 DENSITIES = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "spirals")
 CACHE_ENV = "MAF_JAX_COMPILATION_CACHE"
+CHECKPOINTS, SUMMARIES, SAMPLES = (".npz",), (".json",), (".npy",)
+FIGURES = (".png", ".pdf", ".svg")
+SAMPLE_BATCH = 65_536  # samples drawn per compiled call: bounded memory for any -n
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Ends with one line, not the usage: ``maf-jax fit: error: ...``."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float = math.inf, low_open: bool = False):
+    """A number in ``[low, high)``, or ``(low, high)`` if ``low_open``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value < high:
+            interval = f"{'(' if low_open else '['}{low}, {high})"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+def _add_data(parser, name: str = "data", flag: str | None = None) -> None:
+    """The data argument, its ``--key``, its context and the context's key."""
+    what = (
+        "a .npy, .npz or text file of rows (comma, tab or space separated), a built-in "
+        f"2-D density ({', '.join(DENSITIES)}) or sklearn:digits, sklearn:breast_cancer, "
+        "sklearn:wine"
+    )
+    if flag is None:
+        parser.add_argument(name, metavar="DATA", help=what)
+    else:
+        parser.add_argument(flag, dest=name, metavar="DATA", help=f"data to draw: {what}")
+    parser.add_argument("--key", metavar="NAME", help="the array of a .npz DATA holding several")
+    parser.add_argument(
+        "--rows", type=_integer(1), default=10_000, help="rows of a built-in density"
+    )
+
+
+def _add_context(parser, help: str) -> None:
+    parser.add_argument("--context", metavar="FILE", help=help)
+    parser.add_argument("--context-key", metavar="NAME", help="the array of a .npz context")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="maf-jax", description="Masked Autoregressive Flows for density estimation."
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(
+        prog="maf-jax",
+        description="Masked Autoregressive Flows for density estimation.",
+        formatter_class=formatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"maf-jax {importlib.metadata.version('maf-jax')}"
     )
     parser.add_argument(
         "--no-compilation-cache",
@@ -25,74 +101,77 @@ def _parser() -> argparse.ArgumentParser:
         help="compile every program anew instead of keeping compiled programs in "
         f"~/.cache/maf-jax/jax (or ${CACHE_ENV}; {CACHE_ENV}=off also turns it off)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data_help = (
-        "a .npy, .npz or .csv file of rows, a built-in 2-D density "
-        f"({', '.join(DENSITIES)}) or sklearn:digits, sklearn:breast_cancer, sklearn:wine"
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    fit = commands.add_parser("fit", help="fit a MAF to data and write a checkpoint")
-    fit.add_argument("data", metavar="DATA", help=data_help)
-    fit.add_argument("--context", metavar="FILE", help="contexts, one row per data row")
-    fit.add_argument("-o", "--output", default="model.npz", help="checkpoint to write")
-    fit.add_argument("--summary", help="JSON summary to write (default: OUTPUT with .json)")
-    fit.add_argument("--transforms", type=int, default=5)
-    fit.add_argument("--hidden", type=int, nargs="+", default=[128, 128], metavar="N")
-    fit.add_argument("--passes", type=int, help="passes of the inverse (default: features)")
+    def command(name: str, help: str):
+        return commands.add_parser(name, help=help, description=help, formatter_class=formatter)
+
+    fit = command("fit", "fit a MAF to data and write a checkpoint")
+    _add_data(fit)
+    _add_context(fit, "contexts, one row per data row, for a conditional model")
+    fit.add_argument("-o", "--output", default="model.npz", help="the .npz checkpoint to write")
+    fit.add_argument("--summary", help="the JSON summary to write (default: OUTPUT with .json)")
+    fit.add_argument("--transforms", type=_integer(1), default=5, help="autoregressive transforms")
+    fit.add_argument(
+        "--hidden", type=_integer(1), nargs="+", default=[128, 128], metavar="N",
+        help="hidden layer sizes of each transform's network",
+    )  # fmt: skip
+    fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
-    fit.add_argument("--activation", default="relu")
     fit.add_argument(
-        "--precision",
-        choices=("highest", "high", "default"),
-        default="highest",
+        "--activation", default="relu", help="relu, elu, gelu, silu, tanh or leaky_relu"
+    )
+    fit.add_argument(
+        "--precision", choices=("highest", "high", "default"), default="highest",
         help="precision of the matrix products: highest is full float32 on every backend",
+    )  # fmt: skip
+    fit.add_argument(
+        "--inverse", choices=("incremental", "full_pass"), default="incremental",
+        help="the inverse behind sampling, stored in the checkpoint",
+    )  # fmt: skip
+    fit.add_argument("--batch-size", type=_integer(1), default=256, help="rows per step")
+    budget = fit.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_integer(1), help="passes over the data (default: 20)")
+    budget.add_argument("--steps", type=_integer(1), help="optimiser steps, instead of epochs")
+    fit.add_argument("--lr", type=_real(0, low_open=True), default=1e-3, help="Adam learning rate")
+    fit.add_argument(
+        "--validation", type=_real(0, 1), default=0.1, help="fraction of rows held out"
     )
     fit.add_argument(
-        "--inverse",
-        choices=("incremental", "full_pass"),
-        default="incremental",
-        help="the inverse behind sampling, stored in the checkpoint",
-    )
-    fit.add_argument("--batch-size", type=int, default=256)
-    budget = fit.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int)
-    budget.add_argument("--steps", type=int)
-    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    fit.add_argument("--validation", type=float, default=0.1, help="held-out fraction")
-    fit.add_argument("--patience", type=int, default=10, help="epochs without improvement")
-    fit.add_argument("--rows", type=int, default=10_000, help="rows of a built-in density")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--no-progress", action="store_true")
+        "--patience", type=_integer(1), default=10,
+        help="epochs without validation improvement before stopping",
+    )  # fmt: skip
+    fit.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    evaluate = commands.add_parser("eval", help="mean log-likelihood of data under a checkpoint")
-    evaluate.add_argument("checkpoint", metavar="CKPT")
-    evaluate.add_argument("data", metavar="DATA", help=data_help)
-    evaluate.add_argument("--context", metavar="FILE")
-    evaluate.add_argument("--rows", type=int, default=10_000)
-    evaluate.add_argument("--seed", type=int, default=1)
+    evaluate = command("eval", "mean log-likelihood of data under a checkpoint")
+    evaluate.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    _add_data(evaluate)
+    _add_context(evaluate, "contexts, one row per data row")
+    evaluate.add_argument("--seed", type=_integer(0), default=1, help="seed of generated data")
 
-    sample = commands.add_parser("sample", help="draw samples from a checkpoint")
-    sample.add_argument("checkpoint", metavar="CKPT")
-    sample.add_argument("-n", type=int, required=True, help="number of samples")
-    sample.add_argument("-o", "--output", required=True, help=".npy file to write")
-    sample.add_argument(
-        "--context", metavar="FILE", help="contexts (rows): samples (n, rows, features)"
-    )
-    sample.add_argument("--seed", type=int, default=0)
+    sample = command("sample", "draw samples from a checkpoint and write them as .npy")
+    sample.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    sample.add_argument("-n", type=_integer(1), required=True, help="number of samples")
+    sample.add_argument("-o", "--output", required=True, help="the .npy file to write")
+    _add_context(sample, "contexts (rows) of a conditional model: samples (n, rows, features)")
+    sample.add_argument("--seed", type=_integer(0), default=0, help="seed of the draw")
 
-    plot = commands.add_parser("plot", help="plot the density of a checkpoint")
-    plot.add_argument("checkpoint", metavar="CKPT")
-    plot.add_argument("--data", help="data to draw beside the samples")
-    plot.add_argument("--context", metavar="FILE", help="one context row for a conditional model")
-    plot.add_argument("-o", "--output", default="density.png")
-    plot.add_argument("--seed", type=int, default=0)
+    plot = command("plot", "plot the density and samples of a checkpoint")
+    plot.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    _add_data(plot, "data", flag="--data")
+    _add_context(plot, "one context row, for a conditional model")
+    plot.add_argument("-o", "--output", default="density.png", help="figure: .png, .pdf or .svg")
+    plot.add_argument("--seed", type=_integer(0), default=0, help="seed of the samples")
 
-    demo = commands.add_parser("demo", help="fit a built-in 2-D density and plot it")
-    demo.add_argument("--density", choices=DENSITIES, default="two_moons")
-    demo.add_argument("-o", "--output-dir", default="maf-jax-demo")
-    demo.add_argument("--epochs", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-progress", action="store_true")
+    demo = command("demo", "fit a built-in 2-D density and plot it")
+    demo.add_argument("--density", choices=DENSITIES, default="two_moons", help="the density")
+    demo.add_argument("-o", "--output-dir", default="maf-jax-demo", help="folder of the outputs")
+    demo.add_argument("--epochs", type=_integer(1), default=40, help="most epochs")
+    demo.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -100,39 +179,51 @@ def _write_json(path: Path, payload: dict) -> None:
     from maf_jax.files import atomic_write
 
     with atomic_write(path, "w") as f:
-        json.dump(payload, f, indent=2)
+        json.dump(payload, f, indent=2, allow_nan=False)
 
 
-def _context(args, rows: int | None = None):
-    from maf_jax.data import DataError, load_file
+def _data(args, key, features: int | None = None):
+    """The rows of ``args.data``, checked; built-in densities drawn from ``key``."""
+    from maf_jax.data import check_rows, load
+
+    return check_rows(load(args.data, key, args.rows, array=args.key), "data", features)
+
+
+def _context(args, rows: int | None = None, features: int | None = None):
+    from maf_jax.data import DataError, check_rows, load_file
 
     if args.context is None:
         return None
-    context = load_file(args.context)
+    context = load_file(args.context, args.context_key)
     if context.ndim == 1:
         context = context[None] if rows is None else context[:, None]
+    context = check_rows(context, "context", features)
     if rows is not None and len(context) != rows:
         raise DataError(f"{args.context}: has {len(context)} rows but the data has {rows}")
     return context
 
 
-def _fit(args, density=None) -> dict:
+def _fit(args) -> dict:
     import jax
     import optax
     from flax import nnx
 
     from maf_jax import MAF, checkpoint
-    from maf_jax.data import DataError, check_rows, load
+    from maf_jax.data import DataError
+    from maf_jax.files import check_output
     from maf_jax.train import fit
 
     if args.activation not in checkpoint.ACTIVATIONS:
         raise DataError(
             f"unknown activation {args.activation!r}; one of {sorted(checkpoint.ACTIVATIONS)}"
         )
-    output = Path(args.output)
-    summary_path = Path(args.summary) if args.summary else output.with_suffix(".json")
+    inputs = [args.data, args.context]
+    output = check_output(args.output, CHECKPOINTS, inputs)
+    summary_path = check_output(
+        args.summary or output.with_suffix(".json"), SUMMARIES, inputs, [output]
+    )
     key = jax.random.key(args.seed)
-    data = check_rows(load(density or args.data, key, args.rows), "data")
+    data = _data(args, key)
     context = _context(args, len(data))
     flow = MAF(
         data.shape[1],
@@ -165,7 +256,7 @@ def _fit(args, density=None) -> dict:
         raise DataError(f"training failed before the first epoch ended: {history.stopped}")
     checkpoint.save(output, model)
     summary = dict(
-        data=str(density or args.data),
+        data=str(args.data),
         rows=len(data),
         features=data.shape[1],
         context=0 if context is None else context.shape[1],
@@ -179,24 +270,40 @@ def _fit(args, density=None) -> dict:
         seconds=round(seconds, 2),
     )
     _write_json(summary_path, summary)
+    if history.stopped == "early stopping":
+        print(
+            f"early stopping after epoch {len(history.train_loss) - 1}: no validation "
+            f"improvement in {args.patience} epochs; kept epoch {history.best_epoch}",
+            file=sys.stderr,
+        )
     print(f"wrote {output} and {summary_path}: {json.dumps(summary)}")
     return summary
 
 
 def _eval(args) -> None:
     import jax
+    import numpy as np
 
     from maf_jax import checkpoint
-    from maf_jax.data import check_rows, load
-    from maf_jax.train import mean_log_prob
+    from maf_jax.data import DataError
+    from maf_jax.train import log_probs
 
     model = checkpoint.load(args.checkpoint)
-    data = check_rows(load(args.data, jax.random.key(args.seed), args.rows), "data", model.features)
-    mean, stderr = mean_log_prob(model, data, _context(args, len(data)))
-    print(json.dumps(dict(log_likelihood=mean, standard_error=stderr, rows=len(data))))
-    print(
-        f"mean log-likelihood: {mean:.4f} ± {stderr:.4f} nats ({len(data)} rows)", file=sys.stderr
-    )
+    data = _data(args, jax.random.key(args.seed), model.features)
+    values = log_probs(model, data, _context(args, len(data), model.context or None))
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError(
+            f"data: the log-likelihood of {bad.size} row(s) is not finite (rows "
+            f"{', '.join(map(str, bad[:5]))}{', ...' if bad.size > 5 else ''}): they lie where "
+            "the model's float32 arithmetic overflows, far outside what it was fitted on"
+        )
+    mean = float(values.mean())
+    stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    result = dict(log_likelihood=mean, standard_error=stderr, rows=len(values))
+    print(json.dumps(result, allow_nan=False))
+    spread = f" ± {stderr:.4f}" if stderr is not None else ""
+    print(f"mean log-likelihood: {mean:.4f}{spread} nats ({len(values)} rows)", file=sys.stderr)
 
 
 def _sample(args) -> None:
@@ -204,41 +311,52 @@ def _sample(args) -> None:
     import numpy as np
 
     from maf_jax import checkpoint
-    from maf_jax.data import DataError, check_rows
-    from maf_jax.files import atomic_write
+    from maf_jax.data import DataError
+    from maf_jax.files import atomic_write, check_output
 
-    if args.n < 1:
-        raise DataError(f"-n must be a positive number of samples, got {args.n}")
+    output = check_output(args.output, SAMPLES, [args.checkpoint, args.context])
     model = checkpoint.load(args.checkpoint)
-    context = _context(args)
-    if context is not None:
-        context = check_rows(context, "context", model.context)
+    context = _context(args, features=model.context or None)
+    if model.context and context is None:
+        raise DataError("the model is conditional: give --context FILE with one row per context")
+    if context is not None and not model.context:
+        raise DataError("the model is unconditional (context=0): give no --context")
     dist = model(context)
-    samples = np.asarray(jax.jit(lambda k: dist.sample(k, (args.n,)))(jax.random.key(args.seed)))
-    output = Path(args.output)
+    shape = (args.n, *dist.batch_shape, model.features)
+    batch = max(1, SAMPLE_BATCH // math.prod(dist.batch_shape))
+    batch = min(batch, args.n)
+    draw = jax.jit(lambda key: dist.sample(key, (batch,)))
+    header = dict(descr=np.lib.format.dtype_to_descr(np.dtype(np.float32)), fortran_order=False)
     with atomic_write(output) as f:
-        np.save(f, samples)
-    print(f"wrote {output}: samples of shape {samples.shape}")
+        np.lib.format.write_array_header_2_0(f, header | {"shape": shape})
+        for i, start in enumerate(range(0, args.n, batch)):
+            samples = np.asarray(draw(jax.random.fold_in(jax.random.key(args.seed), i)))
+            f.write(samples[: args.n - start].astype(np.float32).tobytes())
+    print(f"wrote {output}: samples of shape {shape}")
 
 
 def _plot(args, data=None) -> None:
     import jax
 
     from maf_jax import checkpoint
-    from maf_jax.data import DataError, check_rows, load_file
+    from maf_jax.data import DataError
+    from maf_jax.files import check_output
     from maf_jax.plot import plot
 
+    output = check_output(args.output, FIGURES, [args.checkpoint, args.data, args.context])
     model = checkpoint.load(args.checkpoint)
     if data is None and args.data:
-        data = check_rows(load_file(args.data), "data", model.features)
-    context = _context(args)
+        data = _data(args, jax.random.key(args.seed + 100), model.features)
+    context = _context(args, features=model.context or None)
     if context is not None:
+        if not model.context:
+            raise DataError("the model is unconditional (context=0): give no --context")
         if len(context) != 1:
-            raise DataError("plot takes a single context row")
-        context = check_rows(context, "context", model.context)[0]
+            raise DataError(f"plot takes a single context row, got {len(context)}")
+        context = context[0]
     elif model.context:
         raise DataError("the model is conditional: give --context FILE with one row")
-    path = plot(model, args.output, data=data, key=jax.random.key(args.seed), c=context)
+    path = plot(model, output, data=data, key=jax.random.key(args.seed), c=context)
     print(f"wrote {path}")
 
 
@@ -246,42 +364,22 @@ def _demo(args) -> None:
     import jax
     import numpy as np
 
-    from maf_jax.data import load
+    from maf_jax.data import DataError, load
 
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file, expected a folder for the demo's outputs")
     out.mkdir(parents=True, exist_ok=True)
     fit_args = _parser().parse_args(
-        [
-            "fit",
-            args.density,
-            "-o",
-            str(out / "model.npz"),
-            "--epochs",
-            str(args.epochs),
-            "--transforms",
-            "5",
-            "--hidden",
-            "64",
-            "64",
-            "--batch-size",
-            "256",
-            "--lr",
-            "3e-3",
-            "--seed",
-            str(args.seed),
-            "--rows",
-            "20000",
-            *(["--no-progress"] if args.no_progress else []),
-        ]
-    )
-    summary = _fit(fit_args, density=args.density)
+        ["fit", args.density, "-o", str(out / "model.npz"), "--epochs", str(args.epochs),
+         "--transforms", "5", "--hidden", "64", "64", "--batch-size", "256", "--lr", "3e-3",
+         "--seed", str(args.seed), "--rows", "20000",
+         *(["--no-progress"] if args.no_progress else [])]
+    )  # fmt: skip
+    summary = _fit(fit_args)
     data = np.asarray(load(args.density, jax.random.key(args.seed + 100), 5000))
-    plot_args = argparse.Namespace(
-        checkpoint=str(out / "model.npz"),
-        data=None,
-        context=None,
-        output=str(out / "density.png"),
-        seed=args.seed,
+    plot_args = _parser().parse_args(
+        ["plot", str(out / "model.npz"), "-o", str(out / "density.png"), "--seed", str(args.seed)]
     )
     _plot(plot_args, data=data)
     print(
@@ -303,22 +401,53 @@ def _compilation_cache(args) -> None:
         print(f"maf-jax: compilation cache off ({error})", file=sys.stderr)
 
 
-def main(argv=None) -> int:
-    """Runs the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
-    _compilation_cache(args)
-    from maf_jax.checkpoint import CheckpointError
-    from maf_jax.data import DataError
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does, so clean-up runs."""
 
-    commands = dict(fit=_fit, eval=_eval, sample=_sample, plot=_plot, demo=_demo)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
     try:
-        commands[args.command](args)
-    except (DataError, CheckpointError, OSError) as error:
-        print(f"maf-jax {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # bad options that reached the library
-        print(f"maf-jax {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv=None) -> int:
+    """Runs the command line; returns the exit status (0, 2 for bad input, 130 interrupted)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # --help, --version and bad options
+        return exit.code if isinstance(exit.code, int) else 2
+    commands = dict(fit=_fit, eval=_eval, sample=_sample, plot=_plot, demo=_demo)
+    name = f"maf-jax {args.command}"
+    with _terminate_as_interrupt():
+        try:
+            _compilation_cache(args)
+            from maf_jax.checkpoint import CheckpointError
+            from maf_jax.data import DataError
+            from maf_jax.files import OutputError
+
+            commands[args.command](args)
+        except KeyboardInterrupt:
+            print(f"{name}: interrupted; no file was written or changed", file=sys.stderr)
+            return 130
+        except (DataError, CheckpointError, OutputError) as error:
+            print(f"{name}: error: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"{name}: error: {where}{error.strerror or error}", file=sys.stderr)
+            return 2
+        except ValueError as error:  # bad options that reached the library
+            print(f"{name}: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

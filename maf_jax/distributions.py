@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from maf_jax import _pytree
 from maf_jax._checks import check_event
@@ -16,12 +17,19 @@ __all__ = ["DiagNormal", "NormalizingFlow"]
 
 
 def _shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        return (shape,)
+    """``shape`` as a tuple of non-negative ints; floats are refused, not truncated."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
     try:
-        return tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
+        dims = tuple(dims)
+    except TypeError:
+        dims = None
+    if dims is None or any(
+        isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims
+    ):
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must hold non-negative sizes, got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 @_pytree.dataclass

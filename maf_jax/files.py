@@ -1,4 +1,4 @@
-"""Atomic file writes: a file is replaced whole or left as it was."""
+"""Writing files safely: outputs checked before any work, then replaced whole or not at all."""
 
 from __future__ import annotations
 
@@ -8,7 +8,56 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["OutputError", "atomic_write", "check_output"]
+
+
+class OutputError(ValueError):
+    """An output path that cannot or must not be written, with the reason."""
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path, suffixes, inputs=(), outputs=()) -> Path:
+    """Checks, before any work is done, that ``path`` can be written and should be.
+
+    Args:
+        path: The file to be written.
+        suffixes: The extensions that fit what is written, e.g. ``(".npz",)``.
+        inputs: Files the command reads: none may be overwritten.
+        outputs: Other files the command writes: none may be the same file.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OutputError: If ``path`` has another extension, is a folder, lies in a
+            folder that does not exist or cannot be written, or is one of
+            ``inputs`` or ``outputs``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: expected a file name ending in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, expected a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: cannot be written (permission denied)")
+    for other in inputs:
+        if other is not None and (
+            _same(path, Path(other)) or path.resolve() == Path(other).resolve()
+        ):
+            raise OutputError(f"{path}: is also an input; writing it would destroy it")
+    for other in outputs:
+        if other is not None and path.resolve() == Path(other).resolve():
+            raise OutputError(f"{path}: is written twice; give each output its own file")
+    return path
 
 
 def _mode(path: Path) -> int:

@@ -244,7 +244,9 @@ def _parameters(t, phi: jax.Array) -> list[jax.Array]:
         if not shape:
             out.append(phi[offset::total])
         else:
-            part = phi.reshape(-1, total, phi.shape[-1])[:, offset : offset + size]
+            part = phi.reshape(phi.shape[0] // total, total, phi.shape[-1])[
+                :, offset : offset + size
+            ]
             out.append(jnp.moveaxis(part, 1, -1).reshape(part.shape[0], -1, *shape))
         offset += size
     return out

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from maf_jax.data import DataError, check_rows, split
 from maf_jax.standardized import Standardized
 
-__all__ = ["History", "fit", "mean_log_prob"]
+__all__ = ["History", "fit", "log_probs", "mean_log_prob"]
 
 
 @dataclasses.dataclass
@@ -43,8 +43,8 @@ def _nll(model_def, params, rest, x, c):
     return -nnx.merge(model_def, params, rest)(c).log_prob(x)
 
 
-def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[float, float]:
-    """Mean log-likelihood of the rows of ``data`` in nats, and its standard error.
+def log_probs(model, data, context=None, batch_size: int = 4096) -> np.ndarray:
+    """The log-likelihood of every row of ``data`` in nats, ``(n,)``, in jitted batches.
 
     Args:
         model: A flow, called as ``model(c)``.
@@ -53,17 +53,26 @@ def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[fl
         batch_size: Rows per jitted evaluation.
     """
     graphdef, state = nnx.split(model)
-    log_probs = []
 
     @jax.jit
     def log_prob(state, x, c):
         return nnx.merge(graphdef, state)(c).log_prob(x)
 
+    out = []
     for start in range(0, len(data), batch_size):
         c = None if context is None else context[start : start + batch_size]
-        log_probs.append(np.asarray(log_prob(state, data[start : start + batch_size], c)))
-    log_probs = np.concatenate(log_probs).astype(np.float64)
-    return float(log_probs.mean()), float(log_probs.std(ddof=1) / math.sqrt(len(log_probs)))
+        out.append(np.asarray(log_prob(state, data[start : start + batch_size], c)))
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[float, float]:
+    """Mean log-likelihood of the rows of ``data`` in nats, and its standard error.
+
+    The standard error is NaN for a single row. Arguments as ``log_probs``.
+    """
+    values = log_probs(model, data, context, batch_size)
+    stderr = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return float(values.mean()), float(stderr)
 
 
 def fit(
@@ -205,6 +214,11 @@ def fit(
         bar.set_postfix(postfix)
         if patience is not None and len(val) and waited >= patience:
             history.stopped = "early stopping"
+            if progress:  # the bar ends short of its total: say why
+                bar.write(
+                    f"early stopping after epoch {epoch}: no validation improvement in "
+                    f"{patience} epochs; keeping the parameters of epoch {history.best_epoch}"
+                )
             break
     bar.close()
     nnx.update(model, best_params)

@@ -134,28 +134,47 @@ def set_config(arrays, **updates):
     arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
 
+KERNEL = "flow/transforms/1/hyper/layers/0/kernel"
+
+
+def set_raw_config(arrays, text):
+    arrays["__config__"] = np.frombuffer(text.encode(), np.uint8)
+
+
 @pytest.mark.parametrize(
     "change,match",
     [
+        (lambda a: a.pop(KERNEL), "which describes 877 numbers where the file holds 797"),
         (
-            lambda a: a.pop("flow/transforms/1/hyper/layers/0/kernel"),
-            "do not match the configuration",
+            lambda a: a.update({"mean": np.ones(4)}),
+            "describes 877 numbers where the file holds 878",
         ),
-        (lambda a: a.update({"mean": np.ones(4)}), "mean has shape \\(4,\\), expected \\(3,\\)"),
-        (lambda a: set_config(a, format="other/9"), "unknown checkpoint format"),
-        (lambda a: set_config(a, hidden_features=[16, 9]), "shape"),
-        (lambda a: set_config(a, activation="swish2"), "invalid configuration"),
-        (lambda a: set_config(a, precision="float8"), "invalid configuration.*precision"),
-        (lambda a: set_config(a, inverse={"name": "magic"}), "invalid configuration.*inverse"),
-        (
-            lambda a: set_config(a, inverse={"name": "incremental", "blocks": -1}),
-            "invalid configuration.*blocks",
-        ),
+        (lambda a: a.update({KERNEL: a[KERNEL].T.copy()}), "kernel has shape \\(16, 5\\)"),
+        (lambda a: a.update({KERNEL: a[KERNEL].astype(np.float64)}), "dtype float64, expected"),
+        (lambda a: a.update({"std": -a["std"]}), "std must be positive"),
+        (lambda a: a.update({KERNEL: np.full_like(a[KERNEL], np.nan)}), "kernel holds NaN or inf"),
+        (lambda a: set_config(a, format="other/9"), "unknown format 'other/9'"),
+        (lambda a: set_config(a, hidden_features=[16, 9]), "describes 946 numbers"),
+        (lambda a: set_config(a, param_dtype="float64"), "float64 model; load it with JAX_ENABLE"),
+        (lambda a: set_config(a, hidden_features=[10**9, 8]), "describes \\d{11,} numbers"),
+        (lambda a: set_config(a, transforms=10**7), "describes \\d{9,} numbers"),
+        (lambda a: set_config(a, features=True), "features must be an integer >= 1, got True"),
+        (lambda a: set_config(a, hidden_features="16"), "hidden_features must be a list"),
+        (lambda a: set_config(a, activation="swish2"), "activation must be one of"),
+        (lambda a: set_config(a, precision="float8"), "precision must be one of"),
+        (lambda a: set_config(a, inverse={"name": "magic"}), "inverse name must be one of"),
+        (lambda a: set_config(a, inverse={"name": "incremental", "blocks": -1}), "blocks must"),
+        (lambda a: set_config(a, inverse={"name": "full_pass", "x": 1}), "takes options"),
+        (lambda a: set_config(a, param_dtype="object"), "param_dtype must be one of"),
+        (lambda a: set_config(a, extra=1), "unknown keys \\['extra'\\]"),
+        (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
+        (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
+        (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),
         (
             lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}),
             "permutation",
         ),
-        (lambda a: a.pop("__config__"), "not a readable maf-jax checkpoint"),
+        (lambda a: a.pop("__config__"), "has no configuration"),
     ],
 )
 def test_mismatched_checkpoints_are_refused(model, tmp_path, change, match):
@@ -169,7 +188,9 @@ def test_corrupt_and_truncated_files_are_refused(model, tmp_path):
     path = checkpoint.save(tmp_path / "m.npz", model)
     (tmp_path / "cut.npz").write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     (tmp_path / "junk.npz").write_bytes(b"\x00" * 100)
-    for name in ("cut.npz", "junk.npz"):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "plain.npy", np.ones((3, 3)))
+    for name in ("cut.npz", "junk.npz", "empty.npz", "plain.npy"):
         with pytest.raises(CheckpointError, match="not a readable maf-jax checkpoint"):
             checkpoint.load(tmp_path / name)
     assert zipfile.is_zipfile(path)

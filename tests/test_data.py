@@ -25,10 +25,14 @@ def test_file_formats_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "content,match",
     [
-        (b"1,2\n3,4,5\n", "row 2 has 3 columns, expected 2"),
-        (b"a,b\n", "has a header but no data rows"),
-        (b"", "has no rows"),
-        (b"1,2\nx,4\n", "row 2, column 1 is not a number: 'x'"),
+        (b"1,2\n3,4,5\n", "line 2 has 3 columns, expected 2"),
+        (b"a,b\n", "has no data rows"),
+        (b"", "has no data rows"),
+        (b"# only a comment\n\n", "has no data rows"),
+        (b"1,2\nx,4\n", "line 2, column 1 is not a number: 'x'"),
+        (b"1 2\n3 x\n", "line 2, column 2 is not a number: 'x'"),
+        (b"1,x,3\n4,5,6\n", "line 1, column 2 is not a number: 'x'"),  # not a header
+        (b"\xff\xfe\x00garbage", "not a text file of numbers"),
     ],
 )
 def test_bad_csv(tmp_path, content, match):
@@ -39,7 +43,7 @@ def test_bad_csv(tmp_path, content, match):
 
 def test_pickled_and_unknown_files_are_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="cannot be read as an array"):
+    with pytest.raises(DataError, match="expected a numeric array, got dtype object"):
         load_file(tmp_path / "obj.npy")
     (tmp_path / "x.parquet").write_bytes(b"x")
     with pytest.raises(DataError, match="unknown file type"):
@@ -57,7 +61,7 @@ def test_pickled_and_unknown_files_are_refused(tmp_path):
         (
             np.array([[1.0, 2.0], [np.inf, 0.0], [np.nan, 1.0]]),
             None,
-            "2 row\\(s\\) hold NaN or inf \\(first: row 1\\)",
+            "2 row\\(s\\) hold NaN or inf \\(rows 1, 2, counting from 0\\)",
         ),
     ],
 )
@@ -89,3 +93,36 @@ def test_sklearn_digits_are_dequantised():
     assert 0.4 < frac.mean() < 0.6  # uniform noise on each integer pixel
     assert len(np.unique(digits)) > 100_000
     assert load("sklearn:wine", jax.random.key(0)).shape == (178, 13)
+
+
+def test_arrays_cannot_claim_more_than_the_file_holds(tmp_path):
+    header = np.lib.format
+    with (tmp_path / "claims.npy").open("wb") as f:  # 10^12 floats declared, 16 bytes held
+        header.write_array_header_1_0(f, dict(descr="<f8", fortran_order=False, shape=(10**12,)))
+        f.write(b"\x00" * 16)
+    with pytest.raises(DataError, match="declares shape \\(1000000000000,\\) .* but holds"):
+        load_file(tmp_path / "claims.npy")
+    np.save(tmp_path / "ok.npy", np.ones((4, 2)))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:-8])
+    with pytest.raises(DataError, match="declares shape \\(4, 2\\)"):
+        load_file(tmp_path / "cut.npy")
+
+
+def test_compressed_archives_load_and_bombs_do_not(tmp_path):
+    import zipfile
+
+    data = np.arange(12.0).reshape(4, 3)
+    np.savez_compressed(tmp_path / "small.npz", x=data)
+    np.testing.assert_array_equal(load_file(tmp_path / "small.npz"), data)
+    # a member that claims to expand past deflate's largest ratio (~1000x) is refused
+    # before anything is inflated: 8 MB of zeros, re-labelled as 10 GB
+    np.savez_compressed(tmp_path / "zeros.npz", x=np.zeros((1000, 1000)))
+    raw = bytearray((tmp_path / "zeros.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "zeros.npz") as archive:
+        info = archive.infolist()[0]
+    size = info.file_size.to_bytes(4, "little")
+    forged = (10**10 % 2**32).to_bytes(4, "little")
+    raw = raw.replace(size, forged)  # local and central headers both claim more
+    (tmp_path / "forged.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="forged.npz: declares 1410065408 bytes in a"):
+        load_file(tmp_path / "forged.npz")

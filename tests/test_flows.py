@@ -281,17 +281,33 @@ def small():
         (lambda f, g: g(), "conditional: call it with a context c of shape \\(\\*, 2\\)"),
         (lambda f, g: g(jnp.zeros((4, 3))), "expected context c of shape \\(\\*, 2\\)"),
         (lambda f, g: g(jnp.zeros((4, 2))).log_prob(jnp.zeros((3, 3))), "does not broadcast"),
-        (lambda f, g: f().sample(jax.random.key(0), "a"), None),
+        (lambda f, g: f().sample(jax.random.key(0), "a"), TypeError),
+        (lambda f, g: f().sample(jax.random.key(0), (2.5,)), TypeError),
+        (lambda f, g: f().sample(jax.random.key(0), 2.0), TypeError),
+        (lambda f, g: f().sample(jax.random.key(0), (True,)), TypeError),
+        (lambda f, g: f().rsample(jax.random.key(0), (3, -1)), "non-negative sizes"),
     ],
 )
 def test_call_errors(small, call, match):
     conditional = MAF(3, context=2, transforms=1, hidden_features=(8,), rngs=nnx.Rngs(0))
-    if match is None:
+    if match is TypeError:
         with pytest.raises(TypeError, match="shape must be an int or a tuple of ints"):
             call(small, conditional)
     else:
         with pytest.raises(ValueError, match=match):
             call(small, conditional)
+
+
+@pytest.mark.parametrize("context_batch,sample_shape", [((), (0,)), ((0,), (3,)), ((2,), (0, 4))])
+def test_empty_batches_give_empty_results(context_batch, sample_shape):
+    flow = MAF(3, context=2, transforms=2, hidden_features=(8,), rngs=nnx.Rngs(0))
+    dist = flow(jnp.ones((*context_batch, 2)))
+    x, log_p = dist.sample_and_log_prob(jax.random.key(0), sample_shape)
+    assert x.shape == (*sample_shape, *context_batch, 3)
+    assert log_p.shape == (*sample_shape, *context_batch)
+    assert dist.log_prob(x).shape == log_p.shape
+    grad = jax.grad(lambda x: dist.log_prob(x).sum())(x)
+    assert grad.shape == x.shape
 
 
 LOG_PROB = lambda f: f().log_prob(jnp.zeros((4, 3)))  # noqa: E731

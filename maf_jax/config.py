@@ -1,0 +1,182 @@
+"""The configuration a checkpoint stores: what describes a model, its schema, its size.
+
+A configuration read from a file is untrusted: ``check`` verifies every key's type
+and range before anything is built, and ``size`` gives the count of numbers it
+implies, which a checkpoint compares with the numbers the file holds before any
+model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maf_jax.autoregressive import INVERSES
+from maf_jax.flows import MAF
+from maf_jax.network import PRECISIONS
+from maf_jax.standardized import Standardized
+from maf_jax.univariate import MonotonicAffineTransform
+
+__all__ = ["ACTIVATIONS", "FORMAT", "ConfigError", "build", "check", "describe", "size"]
+
+FORMAT = "maf-jax/1"
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "elu": jax.nn.elu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "leaky_relu": jax.nn.leaky_relu,
+}
+DTYPES = ("float32", "float64")
+# Settings that older checkpoints lack, and their values then.
+DEFAULTS = {"precision": "highest", "inverse": {"name": "incremental"}, "unroll": 10}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a model, or a model it cannot describe."""
+
+
+def describe(model) -> dict:
+    """The configuration of ``model``, a ``MAF`` or a ``Standardized`` MAF.
+
+    Raises:
+        ConfigError: For a model with parts a configuration cannot name (a custom
+            activation, univariate transform or inverse).
+    """
+    flow = model.flow if isinstance(model, Standardized) else model
+    if not isinstance(flow, MAF):
+        raise ConfigError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
+    first = flow.transforms[0]
+    activation = {fn: name for name, fn in ACTIVATIONS.items()}.get(first.hyper.activation)
+    if activation is None:
+        raise ConfigError(
+            f"activation {first.hyper.activation!r} cannot be saved; "
+            f"use one of {sorted(ACTIVATIONS)}"
+        )
+    if first.univariate is not MonotonicAffineTransform:
+        raise ConfigError("only the default MonotonicAffineTransform univariate can be saved")
+    inverter = first.inverter
+    if type(inverter) not in INVERSES.values():
+        raise ConfigError(
+            f"inverse {inverter!r} cannot be saved; use one of {sorted(INVERSES)} "
+            "or maf_jax.Incremental(...)"
+        )
+    layout = first.layout
+    return dict(
+        format=FORMAT,
+        features=layout.features,
+        context=layout.context,
+        transforms=len(flow.transforms),
+        passes=layout.passes,
+        hidden_features=list(layout.hidden_features),
+        activation=activation,
+        shapes=[list(s) for s in first.shapes],
+        param_dtype=jnp.dtype(flow.param_dtype).name,
+        standardized=isinstance(model, Standardized),
+        precision={v: k for k, v in PRECISIONS.items()}[first.precision],
+        inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
+        unroll=flow.unroll,
+    )
+
+
+def _integer(value, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _integers(value, key: str, minimum: int) -> list[int]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list of integers, got {value!r}")
+    return [_integer(v, f"{key}[{i}]", minimum) for i, v in enumerate(value)]
+
+
+def _choice(value, key: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{key} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check(config) -> dict:
+    """Returns ``config`` with its defaults after checking every key's type and range.
+
+    Raises:
+        ConfigError: For anything but a JSON object of this format whose keys all
+            hold values of their type and range.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"expected a JSON object, got {type(config).__name__}")
+    if config.get("format") != FORMAT:
+        raise ConfigError(f"unknown format {config.get('format')!r}, expected {FORMAT!r}")
+    config = DEFAULTS | config
+    known = {
+        "format", "features", "context", "transforms", "passes", "hidden_features",
+        "activation", "shapes", "param_dtype", "standardized", *DEFAULTS,
+    }  # fmt: skip
+    missing, unknown = sorted(known - set(config)), sorted(set(config) - known)
+    if missing or unknown:
+        raise ConfigError(f"missing keys {missing}, unknown keys {unknown}")
+    for key, minimum in [("features", 1), ("context", 0), ("transforms", 1), ("passes", 1)]:
+        _integer(config[key], key, minimum)
+    _integer(config["unroll"], "unroll", 0)
+    _integers(config["hidden_features"], "hidden_features", 1)
+    shapes = config["shapes"]
+    if not isinstance(shapes, list) or not shapes:
+        raise ConfigError(f"shapes must be a non-empty list of shapes, got {shapes!r}")
+    for i, shape in enumerate(shapes):
+        _integers(shape, f"shapes[{i}]", 1)
+    _choice(config["activation"], "activation", ACTIVATIONS)
+    _choice(config["param_dtype"], "param_dtype", DTYPES)
+    _choice(config["precision"], "precision", PRECISIONS)
+    if not isinstance(config["standardized"], bool):
+        raise ConfigError(f"standardized must be true or false, got {config['standardized']!r}")
+    inverse = config["inverse"]
+    if not isinstance(inverse, dict):
+        raise ConfigError(f"inverse must be an object with a name, got {inverse!r}")
+    name = _choice(inverse.get("name"), "inverse name", INVERSES)
+    fields = {f.name for f in dataclasses.fields(INVERSES[name])}
+    if not set(inverse) - {"name"} <= fields:
+        raise ConfigError(f"inverse {name!r} takes options {sorted(fields)}, got {inverse!r}")
+    try:
+        INVERSES[name](**{k: v for k, v in inverse.items() if k != "name"})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"inverse: {error}") from None
+    return config
+
+
+def size(config: dict) -> int:
+    """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics."""
+    features, context = config["features"], config["context"]
+    total = sum(math.prod(shape) for shape in config["shapes"])
+    widths = [features + context, *config["hidden_features"], features * total]
+    per_transform = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) + features
+    statistics = 2 * (features + context) if config["standardized"] else 0
+    return config["transforms"] * per_transform + statistics
+
+
+def build(config: dict):
+    """Builds an untrained model with the structure that a checked ``config`` describes."""
+    options = {k: v for k, v in config["inverse"].items() if k != "name"}
+    flow = MAF(
+        config["features"],
+        config["context"],
+        transforms=config["transforms"],
+        passes=config["passes"],
+        hidden_features=tuple(config["hidden_features"]),
+        activation=ACTIVATIONS[config["activation"]],
+        shapes=tuple(tuple(s) for s in config["shapes"]),
+        param_dtype=jnp.dtype(config["param_dtype"]),
+        precision=config["precision"],
+        inverse=INVERSES[config["inverse"]["name"]](**options),
+        unroll=config["unroll"],
+        rngs=nnx.Rngs(0),
+    )
+    if config["standardized"]:
+        return Standardized(flow, np.zeros(config["features"]), np.ones(config["features"]))
+    return flow
