@@ -23,11 +23,21 @@ import numpy as np
 
 from maf_jax import _pytree
 from maf_jax._checks import check_event
+from maf_jax.implicit import implicit_inverse
 from maf_jax.incremental import Incremental
 from maf_jax.masks import MadeLayout
 from maf_jax.network import Weights, mlp
 
-__all__ = ["INVERSES", "AutoregressiveTransform", "FullPass", "as_inverse", "full_pass_inverse"]
+__all__ = [
+    "DERIVATIVES",
+    "INVERSES",
+    "AutoregressiveTransform",
+    "FullPass",
+    "as_inverse",
+    "full_pass_inverse",
+]
+
+DERIVATIVES = ("implicit", "autodiff")
 
 
 @_pytree.dataclass
@@ -51,6 +61,10 @@ class AutoregressiveTransform:
         precision: Precision of the network's products.
         inverter: The inverse behind ``inverse_and_log_det``, a callable
             ``inverse(t, y) -> (x, log|det dx/dy|)`` such as ``Incremental()``.
+        derivative: How the inverse is differentiated: ``"implicit"`` (by the
+            implicit function theorem, ``maf_jax.implicit``, whatever the inverter)
+            or ``"autodiff"`` (through the inverter's operations, each transform
+            recomputed in the backward pass; kept for one release).
     """
 
     weights: Weights
@@ -62,6 +76,7 @@ class AutoregressiveTransform:
     activation: Callable = _pytree.static()
     precision: jax.lax.Precision = _pytree.static(default=jax.lax.Precision.HIGHEST)
     inverter: Callable = _pytree.static(default=Incremental())
+    derivative: str = _pytree.static(default="implicit")
 
     # Shapes and the rank-sorted space.
 
@@ -166,7 +181,7 @@ class AutoregressiveTransform:
         return self._unflat(y, ladj, lead)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Noise to data with the transform's ``inverter``.
+        """Noise to data with the ``inverter``, differentiated as ``derivative`` says.
 
         Args:
             y: Noise of shape ``(*, features)``.
@@ -174,7 +189,13 @@ class AutoregressiveTransform:
         Returns:
             ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
         """
-        return self.inverter(self, y)
+        y, context, lead = self._flat(self._check(y, "y"))
+        flat = dataclasses.replace(self, context=context)
+        if self.derivative == "implicit":
+            x, ladj = implicit_inverse(flat, y)
+        else:  # recomputed in the backward pass rather than stored
+            x, ladj = jax.checkpoint(self.inverter)(flat, y)
+        return x.reshape(*lead, y.shape[-1]), ladj.reshape(lead)
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Data to noise; see ``forward_and_log_det``."""

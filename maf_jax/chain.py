@@ -20,11 +20,8 @@ __all__ = ["Chain"]
 # step ran 1.6x slower. Evaluation keeps the loop: unrolled, XLA on CPU gave every
 # transform's output buffer its own memory (log_prob at D=256, 4096 rows: 44 vs 18
 # MB of temporaries).
-# The inverse (sampling) is never unrolled; differentiated (variational inference),
-# each step recomputes its bijection's inverse in the backward pass (jax.checkpoint)
-# rather than stacking the intermediates of every bijection over the scan, which cost
-# more memory traffic than the recomputation (gradient through 512 samples, 5
-# transforms, one process: D=16 22.7 vs 25.4 ms, D=64 54-60 vs 70-84, D=256 245 vs 320).
+# The inverse (sampling) is never unrolled; how it is differentiated is the
+# bijections' business (maf_jax.implicit: only each step's output is kept).
 
 
 @_pytree.dataclass
@@ -33,8 +30,7 @@ class Chain:
 
     A ``lax.scan`` over the stack traces one bijection whatever ``n`` is. Evaluated,
     the forward is a loop; differentiated (training), it is unrolled for chains of at
-    most ``unroll`` bijections. The inverse is a loop whose derivatives recompute each
-    step rather than store its intermediates.
+    most ``unroll`` bijections. The inverse is a loop.
 
     Attributes:
         stacked: A bijection pytree whose array leaves have a leading axis ``n``;
@@ -80,7 +76,6 @@ class Chain:
         x: jax.Array,
         reverse: bool,
         unroll: int | bool = 1,
-        recompute: bool = False,
     ):
         x = self._broadcast(x)
 
@@ -89,8 +84,6 @@ class Chain:
             x, step_ladj = getattr(bijection, method)(x)
             return (x, ladj + step_ladj), None
 
-        if recompute:  # in the backward pass, from the step's inputs
-            step = jax.checkpoint(step)
         init = (x, jnp.zeros(x.shape[:-1], x.dtype))
         (x, ladj), _ = jax.lax.scan(step, init, self.stacked, reverse=reverse, unroll=unroll)
         return x, ladj
@@ -102,11 +95,8 @@ class Chain:
         return _forward_unrolled_when_differentiated(self, x)
 
     def inverse_and_log_det(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Inverts ``t_n`` then ... ``t_1``; returns ``x`` and ``log|det dx/dy|``.
-
-        Differentiated, each step recomputes its inverse in the backward pass.
-        """
-        return self._scan("inverse_and_log_det", y, reverse=True, recompute=True)
+        """Inverts ``t_n`` then ... ``t_1``; returns ``x`` and ``log|det dx/dy|``."""
+        return self._scan("inverse_and_log_det", y, reverse=True)
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Applies the chain; see ``forward_and_log_det``."""

@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from maf_jax._checks import check_event, positive_int
-from maf_jax.autoregressive import AutoregressiveTransform, as_inverse
+from maf_jax.autoregressive import DERIVATIVES, AutoregressiveTransform, as_inverse
 from maf_jax.chain import Chain
 from maf_jax.distributions import DiagNormal, NormalizingFlow
 from maf_jax.masks import MadeLayout, check_order
@@ -67,6 +67,10 @@ class MaskedAutoregressiveTransform(nnx.Module):
         inverse: The inverse behind sampling: ``"incremental"`` (the default,
             about one network pass), ``"full_pass"`` (``passes`` network passes, the
             reference), or an object such as ``maf_jax.Incremental(blocks=4)``.
+        derivative: How sampling is differentiated (``rsample``): ``"implicit"``
+            (the default: by the implicit function theorem, about three network
+            passes whatever the inverse, storing only the samples) or
+            ``"autodiff"`` (through the inverse's operations; kept for one release).
 
     Settings are static: ``jax.jit`` traces again for a transform built with
     others, and two transforms with different settings coexist in one program.
@@ -95,6 +99,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
         param_dtype=jnp.float32,
         precision="highest",
         inverse="incremental",
+        derivative="implicit",
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
@@ -106,6 +111,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
         self.univariate = univariate
         self.precision = as_precision(precision)
         self.inverter = as_inverse(inverse)
+        if derivative not in DERIVATIVES:
+            raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+        self.derivative = derivative
         self.order = Order(jnp.asarray(order, jnp.int32))
         self.hyper = MaskedMLP(
             self.layout.masks,
@@ -154,6 +162,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
             activation=self.hyper.activation,
             precision=self.precision,
             inverter=self.inverter,
+            derivative=self.derivative,
         )
 
 
@@ -179,7 +188,7 @@ class MAF(nnx.Module):
             chains keep the loop).
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
             ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
-            ``precision``, ``inverse``.
+            ``precision``, ``inverse``, ``derivative``.
 
     Example:
         >>> import jax

@@ -30,7 +30,7 @@ from maf_jax._checks import positive_int
 from maf_jax.network import matmul
 from maf_jax.schedule import Group, Layer, schedule
 
-__all__ = ["Incremental", "incremental_inverse"]
+__all__ = ["Incremental", "Network", "incremental_inverse", "solve"]
 
 Pair = tuple[jax.Array, jax.Array]
 
@@ -39,11 +39,14 @@ class Network(NamedTuple):
     """The network unit-major: kernels ``(out, in)``, biases ``(out,)`` or ``(out, n)``.
 
     The first layer's inputs are the sorted features alone: the context is folded
-    into its bias, one column per row.
+    into its bias, one column per row. Hidden units are ``activation(pre)``, or,
+    where ``factors`` are given (a network linearised at a point, as in
+    ``maf_jax.implicit``), ``pre * factor`` with one factor per unit and row.
     """
 
     hidden: tuple[Pair, ...]
     output: Pair
+    factors: tuple[jax.Array, ...] | None = None
 
 
 class Carry(NamedTuple):
@@ -82,6 +85,8 @@ class Block(NamedTuple):
     """What every step of a block reads.
 
     Attributes:
+        factors: Per hidden layer computed, the span's factors ``(span, n)``, or ``None``
+            for the activation.
         outer: Per hidden layer computed, pre-activations of its span from the
             inputs final before the block, ``(span, n)``.
         outer_params: The same for the outputs, one array per univariate parameter.
@@ -92,6 +97,7 @@ class Block(NamedTuple):
         y: The noise, ``(features, n)``.
     """
 
+    factors: list[jax.Array] | None
     outer: list[jax.Array]
     outer_params: list[jax.Array]
     inner: list[jax.Array | None]
@@ -123,15 +129,15 @@ def incremental_inverse(
     rest = tuple((w.T, b) for w, b in rest)
     first = kernel[:features].T
 
-    def solve(y, bias):
+    def solve_rows(y, bias):
         *hidden, output = ((first, bias.T), *rest)
-        return _solve(t, Network(tuple(hidden), output), y.T, plan)
+        return solve(t, Network(tuple(hidden), output), y.T, plan)
 
     if context is None:
-        x, ladj = _in_chunks(functools.partial(solve, bias=bias), chunk, y)
+        x, ladj = _in_chunks(functools.partial(solve_rows, bias=bias), chunk, y)
     else:  # context inputs are constant: fold them into a per-row first bias
         x, ladj = _in_chunks(
-            solve, chunk, y, bias + matmul(context, kernel[features:], t.precision)
+            solve_rows, chunk, y, bias + matmul(context, kernel[features:], t.precision)
         )
     return t._unflat(x, ladj, lead, unsort=True)
 
@@ -165,20 +171,23 @@ class Incremental:
         return incremental_inverse(t, y, self.chunk, self.blocks, self.groups)
 
 
-def _in_chunks(solve: Callable, chunk: int | None, *rows: jax.Array):
-    """Applies ``solve`` to consecutive chunks of rows with ``lax.map``."""
+def _in_chunks(fn: Callable, chunk: int | None, *rows: jax.Array):
+    """Applies ``fn`` to consecutive chunks of rows with ``lax.map``."""
     n = rows[0].shape[0]
     if chunk is None or n <= chunk:
-        return solve(*rows)
+        return fn(*rows)
     count = -(-n // chunk)
     pad = count * chunk - n
     chunked = [jnp.pad(a, ((0, pad), (0, 0))).reshape(count, chunk, -1) for a in rows]
-    out = jax.lax.map(lambda a: solve(*a), chunked)
+    out = jax.lax.map(lambda a: fn(*a), chunked)
     return jax.tree.map(lambda a: a.reshape(count * chunk, -1)[:n], out)
 
 
-def _solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
+def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
     """The inverse of unit-major noise ``y`` ``(features, n)``, group after group.
+
+    ``t`` holds the static parts of the problem: ``layout`` (``block``, ``total``),
+    ``univariate``, ``shapes``, ``activation`` and ``precision``.
 
     Returns ``x`` and ``log|dx/dy|`` elementwise, each ``(n, features)``.
     """
@@ -267,7 +276,11 @@ def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: O
             weights, offsets.lo, group.works, below_spans, offsets.inside
         )
     ]
-    block = Block(outer[:-1], _parameters(t, outer[-1]), inner, offsets.lo, feature_lo, y)
+    factors = None
+    if net.factors is not None:
+        factors = [_rows(f, lo, w.span) for f, lo, w in zip(net.factors, offsets.lo, works)]
+    outer_params = _parameters(t, outer[-1])
+    block = Block(factors, outer[:-1], outer_params, inner, offsets.lo, feature_lo, y)
     # The steps read and write only the block's spans, written back once: the full
     # buffers stay out of the loop.
     local = Carry(
@@ -297,13 +310,17 @@ def _step(t, works: list[Layer], block: Block, local: Carry, starts):
     unit_starts, feature_start = starts
     update = jax.lax.dynamic_update_slice_in_dim
     below, units = local.x, []
-    for w, pre, values, work, lo, s in zip(
-        block.inner, block.outer, local.units, works, block.lo, unit_starts
+    for i, (w, pre, values, work, lo, s) in enumerate(
+        zip(block.inner, block.outer, local.units, works, block.lo, unit_starts)
     ):
         value = _rows(pre, s - lo, work.width)
         if w is not None:
             value = value + matmul(_rows(w, s - lo, work.width), below, t.precision)
-        below = update(values, t.activation(value), s - lo, axis=0)
+        if block.factors is None:
+            value = t.activation(value)
+        else:
+            value = value * _rows(block.factors[i], s - lo, work.width)
+        below = update(values, value, s - lo, axis=0)
         units.append(below)
     # Each parameter is its slice of the outer terms plus the inner terms.
     size, offset = t.layout.block, feature_start - block.feature_lo

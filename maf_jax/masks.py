@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MadeLayout", "autoregressive_adjacency", "check_order", "ranks"]
+__all__ = ["DegreeLayout", "MadeLayout", "autoregressive_adjacency", "check_order", "ranks"]
 
 
 def check_order(order, features: int) -> np.ndarray:
@@ -167,3 +167,45 @@ class MadeLayout:
         for mask in masks:  # shared by every module built from this layout
             mask.flags.writeable = False
         return tuple(masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class DegreeLayout:
+    """A masked network given by its degrees, for the incremental schedule.
+
+    Inputs are ``features`` in ``steps`` ranks of ``block``; hidden unit degrees
+    are given layer by layer, ascending, with a unit of degree ``d`` seeing the
+    units below of degree ``<= d`` (inputs: rank ``<= d``); outputs are ``total``
+    per feature, each seeing degrees below its feature's rank. ``MadeLayout``
+    derives its degrees; the transposed network of ``maf_jax.implicit`` has its own.
+
+    Attributes:
+        features: The number of inputs (and of output groups).
+        total: Outputs per feature.
+        block: Features per rank; ``features`` must be a multiple of it.
+        degrees: The ascending degrees of each hidden layer's units.
+    """
+
+    features: int
+    total: int
+    block: int
+    degrees: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self):
+        if self.features % self.block:
+            raise ValueError(f"features={self.features} is not a multiple of block={self.block}")
+
+    @property
+    def steps(self) -> int:
+        """The number of ranks."""
+        return self.features // self.block
+
+    @property
+    def hidden_features(self) -> tuple[int, ...]:
+        """The sizes of the hidden layers."""
+        return tuple(len(d) for d in self.degrees)
+
+    @functools.cached_property
+    def hidden_degrees(self) -> tuple[np.ndarray, ...]:
+        """The degrees as arrays."""
+        return tuple(np.asarray(d, dtype=np.int64) for d in self.degrees)

@@ -193,9 +193,9 @@ def test_incremental_options_reach_the_program(option, value):
         )
         return str(jax.make_jaxpr(fn)(t(), jnp.zeros((10, 24))))
 
-    set_ = program(Incremental(**{option: value}), lambda b, y: b.inverse_and_log_det(y))
+    set_ = program(Incremental(**{option: value}), lambda b, y: b.inverter(b, y))
     by_argument = program("incremental", lambda b, y: incremental_inverse(b, y, **{option: value}))
-    default = program("incremental", lambda b, y: b.inverse_and_log_det(y))
+    default = program("incremental", lambda b, y: b.inverter(b, y))
     assert set_ == by_argument != default
 
 
@@ -314,10 +314,20 @@ def test_unrolled_derivatives_match_the_loop(x, derivative):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_inverse_chain_recomputes_its_steps_when_differentiated(x):
-    """Differentiated, the inverse recomputes each transform rather than store its
-    intermediates; its derivatives are those of the transforms inverted in turn."""
-    flow = MAF(FEATURES, transforms=2, context=CONTEXT, hidden_features=(8,), rngs=nnx.Rngs(8))
+@pytest.mark.parametrize(
+    "derivative,primitive", [("implicit", "custom_vjp_call"), ("autodiff", "remat")]
+)
+def test_the_inverse_chain_is_differentiated_as_the_transforms_say(x, derivative, primitive):
+    """Implicit: a custom VJP per transform; autodiff: each transform recomputed in
+    the backward pass. Either way, the derivatives of the transforms inverted in turn."""
+    flow = MAF(
+        FEATURES,
+        transforms=2,
+        context=CONTEXT,
+        hidden_features=(8,),
+        derivative=derivative,
+        rngs=nnx.Rngs(8),
+    )
     flow = scramble(flow)
     c = jnp.linspace(-1.0, 1.0, CONTEXT)
     graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
@@ -329,14 +339,12 @@ def test_the_inverse_chain_recomputes_its_steps_when_differentiated(x):
     def in_turn(params, y):
         ladj = 0.0
         for t in reversed(nnx.merge(graphdef, params, rest).transforms):
-            y, step_ladj = t(c).inverse_and_log_det(y)
+            y, step_ladj = full_pass_inverse(t(c), y)
             ladj = ladj + step_ladj
         return (y**2).sum() + ladj.sum()
 
-    names = {
-        e.primitive.name for e in iter_eqns(jax.make_jaxpr(jax.grad(chained))(params, x).jaxpr)
-    }
-    assert names & {"remat2", "checkpoint"}, names
+    names = {e.primitive.name for e in iter_eqns(jax.make_jaxpr(chained)(params, x).jaxpr)}
+    assert any(name.startswith(primitive) for name in names), names
     got = jax.jit(jax.grad(chained, argnums=(0, 1)))(params, x)
     want = jax.jit(jax.grad(in_turn, argnums=(0, 1)))(params, x)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):

@@ -62,6 +62,7 @@ PURE = [
     "schedule",
     "univariate",
     "incremental",
+    "implicit",
     "autoregressive",
     "chain",
     "distributions",
