@@ -183,43 +183,45 @@ def fit(
         return params, opt_state, losses
 
     history, best, best_params, waited = History(), math.inf, params, 0
-    bar = tqdm(range(epochs), disable=not progress, unit="epoch", dynamic_ncols=True)
-    for epoch in bar:
-        key, shuffle = jax.random.split(key)
-        count = per_epoch if steps is None else min(per_epoch, steps - history.steps)
-        rows = jax.random.permutation(shuffle, len(train))[: count * batch].reshape(count, batch)
-        new_params, new_state, losses = run(params, opt_state, rows)
-        loss = float(losses.mean())
-        if not math.isfinite(loss):
-            history.stopped = (
-                f"non-finite training loss at epoch {epoch}: stopped, keeping the "
-                f"parameters of epoch {epoch - 1 if validation == 0 else history.best_epoch}"
+    # closed on any exit, an interrupt too, so that what follows starts a new line
+    with tqdm(range(epochs), disable=not progress, unit="epoch", dynamic_ncols=True) as bar:
+        for epoch in bar:
+            key, shuffle = jax.random.split(key)
+            count = per_epoch if steps is None else min(per_epoch, steps - history.steps)
+            rows = jax.random.permutation(shuffle, len(train))[: count * batch].reshape(
+                count, batch
             )
-            warnings.warn(history.stopped, RuntimeWarning, stacklevel=2)
-            break
-        params, opt_state = new_params, new_state
-        history.steps += count
-        history.train_loss.append(loss)
-        postfix = {"loss": f"{loss:.4f}"}
-        if len(val):
-            nll = float(evaluate(params))
-            history.val_nll.append(nll)
-            postfix["val_nll"] = f"{nll:.4f}"
-            if nll < best:
-                best, best_params, history.best_epoch, waited = nll, params, epoch, 0
-            else:
-                waited += 1
-        else:
-            best_params, history.best_epoch = params, epoch
-        bar.set_postfix(postfix)
-        if patience is not None and len(val) and waited >= patience:
-            history.stopped = "early stopping"
-            if progress:  # the bar ends short of its total: say why
-                bar.write(
-                    f"early stopping after epoch {epoch}: no validation improvement in "
-                    f"{patience} epochs; keeping the parameters of epoch {history.best_epoch}"
+            new_params, new_state, losses = run(params, opt_state, rows)
+            loss = float(losses.mean())
+            if not math.isfinite(loss):
+                history.stopped = (
+                    f"non-finite training loss at epoch {epoch}: stopped, keeping the "
+                    f"parameters of epoch {epoch - 1 if validation == 0 else history.best_epoch}"
                 )
-            break
-    bar.close()
+                warnings.warn(history.stopped, RuntimeWarning, stacklevel=2)
+                break
+            params, opt_state = new_params, new_state
+            history.steps += count
+            history.train_loss.append(loss)
+            postfix = {"loss": f"{loss:.4f}"}
+            if len(val):
+                nll = float(evaluate(params))
+                history.val_nll.append(nll)
+                postfix["val_nll"] = f"{nll:.4f}"
+                if nll < best:
+                    best, best_params, history.best_epoch, waited = nll, params, epoch, 0
+                else:
+                    waited += 1
+            else:
+                best_params, history.best_epoch = params, epoch
+            bar.set_postfix(postfix)
+            if patience is not None and len(val) and waited >= patience:
+                history.stopped = "early stopping"
+                if progress:  # the bar ends short of its total: say why
+                    bar.write(
+                        f"early stopping after epoch {epoch}: no validation improvement in "
+                        f"{patience} epochs; keeping the parameters of epoch {history.best_epoch}"
+                    )
+                break
     nnx.update(model, best_params)
     return model, history

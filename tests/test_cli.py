@@ -275,9 +275,9 @@ def test_early_stopping_is_reported(files, tmp_path, capsys):
 
 
 def test_help_documents_every_option_and_version(capsys):
-    from maf_jax.cli import _parser
+    from maf_jax.options import parser as make_parser
 
-    parser = _parser()
+    parser = make_parser()
     subparsers = next(
         a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
     )

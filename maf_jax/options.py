@@ -1,0 +1,164 @@
+"""The options of the ``maf-jax`` command.
+
+Every option has a help text and a default, and argument types refuse bad values in
+one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import math
+
+__all__ = ["CACHE_ENV", "DENSITIES", "parser"]
+
+DENSITIES = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "spirals")
+CACHE_ENV = "MAF_JAX_COMPILATION_CACHE"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Ends with one line, not the usage: ``maf-jax fit: error: ...``."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float = math.inf, low_open: bool = False):
+    """A number in ``[low, high)``, or ``(low, high)`` if ``low_open``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value < high:
+            interval = f"{'(' if low_open else '['}{low}, {high})"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+def _add_data(parser, name: str = "data", flag: str | None = None) -> None:
+    """The data argument, its ``--key``, its context and the context's key."""
+    what = (
+        "a .npy, .npz or text file of rows (comma, tab or space separated), a built-in "
+        f"2-D density ({', '.join(DENSITIES)}) or sklearn:digits, sklearn:breast_cancer, "
+        "sklearn:wine"
+    )
+    if flag is None:
+        parser.add_argument(name, metavar="DATA", help=what)
+    else:
+        parser.add_argument(flag, dest=name, metavar="DATA", help=f"data to draw: {what}")
+    parser.add_argument("--key", metavar="NAME", help="the array of a .npz DATA holding several")
+    parser.add_argument(
+        "--rows", type=_integer(1), default=10_000, help="rows of a built-in density"
+    )
+
+
+def _add_context(parser, help: str) -> None:
+    parser.add_argument("--context", metavar="FILE", help=help)
+    parser.add_argument("--context-key", metavar="NAME", help="the array of a .npz context")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``maf-jax`` parser: ``fit``, ``eval``, ``sample``, ``plot`` and ``demo``."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(
+        prog="maf-jax",
+        description="Masked Autoregressive Flows for density estimation.",
+        formatter_class=formatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"maf-jax {importlib.metadata.version('maf-jax')}"
+    )
+    parser.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile every program anew instead of keeping compiled programs in "
+        f"~/.cache/maf-jax/jax (or ${CACHE_ENV}; {CACHE_ENV}=off also turns it off)",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, help: str):
+        return commands.add_parser(name, help=help, description=help, formatter_class=formatter)
+
+    fit = command("fit", "fit a MAF to data and write a checkpoint")
+    _add_data(fit)
+    _add_context(fit, "contexts, one row per data row, for a conditional model")
+    fit.add_argument("-o", "--output", default="model.npz", help="the .npz checkpoint to write")
+    fit.add_argument("--summary", help="the JSON summary to write (default: OUTPUT with .json)")
+    fit.add_argument("--transforms", type=_integer(1), default=5, help="autoregressive transforms")
+    fit.add_argument(
+        "--hidden", type=_integer(1), nargs="+", default=[128, 128], metavar="N",
+        help="hidden layer sizes of each transform's network",
+    )  # fmt: skip
+    fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
+    fit.add_argument("--randperm", action="store_true", help="random feature orders")
+    fit.add_argument(
+        "--activation", default="relu", help="relu, elu, gelu, silu, tanh or leaky_relu"
+    )
+    fit.add_argument(
+        "--precision", choices=("highest", "high", "default"), default="highest",
+        help="precision of the matrix products: highest is full float32 on every backend",
+    )  # fmt: skip
+    fit.add_argument(
+        "--inverse", choices=("incremental", "full_pass"), default="incremental",
+        help="the inverse behind sampling, stored in the checkpoint",
+    )  # fmt: skip
+    fit.add_argument("--batch-size", type=_integer(1), default=256, help="rows per step")
+    budget = fit.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_integer(1), help="passes over the data (default: 20)")
+    budget.add_argument("--steps", type=_integer(1), help="optimiser steps, instead of epochs")
+    fit.add_argument("--lr", type=_real(0, low_open=True), default=1e-3, help="Adam learning rate")
+    fit.add_argument(
+        "--validation", type=_real(0, 1), default=0.1, help="fraction of rows held out"
+    )
+    fit.add_argument(
+        "--patience", type=_integer(1), default=10,
+        help="epochs without validation improvement before stopping",
+    )  # fmt: skip
+    fit.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = command("eval", "mean log-likelihood of data under a checkpoint")
+    evaluate.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    _add_data(evaluate)
+    _add_context(evaluate, "contexts, one row per data row")
+    evaluate.add_argument("--seed", type=_integer(0), default=1, help="seed of generated data")
+
+    sample = command("sample", "draw samples from a checkpoint and write them as .npy")
+    sample.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    sample.add_argument("-n", type=_integer(1), required=True, help="number of samples")
+    sample.add_argument("-o", "--output", required=True, help="the .npy file to write")
+    _add_context(sample, "contexts (rows) of a conditional model: samples (n, rows, features)")
+    sample.add_argument("--seed", type=_integer(0), default=0, help="seed of the draw")
+
+    plot = command("plot", "plot the density and samples of a checkpoint")
+    plot.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
+    _add_data(plot, "data", flag="--data")
+    _add_context(plot, "one context row, for a conditional model")
+    plot.add_argument("-o", "--output", default="density.png", help="figure: .png, .pdf or .svg")
+    plot.add_argument("--seed", type=_integer(0), default=0, help="seed of the samples")
+
+    demo = command("demo", "fit a built-in 2-D density and plot it")
+    demo.add_argument("--density", choices=DENSITIES, default="two_moons", help="the density")
+    demo.add_argument("-o", "--output-dir", default="maf-jax-demo", help="folder of the outputs")
+    demo.add_argument("--epochs", type=_integer(1), default=40, help="most epochs")
+    demo.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
