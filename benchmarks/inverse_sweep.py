@@ -1,6 +1,8 @@
 """Time of one transform's incremental inverse against its forward pass, over the
 chunk size, the number of blocks and of groups (the defaults of ``maf_jax.Incremental``
-come from here), with the full-pass reference inverse as the first row of each D.
+come from here), with the full-pass reference inverse as the first row of each D (and,
+with ``--pallas``, the full-pass inverse as one Pallas kernel: for GPUs, interpreted on
+a CPU).
 
     python benchmarks/inverse_sweep.py --features 16 64 256
 """
@@ -14,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from maf_jax import FullPass, Incremental, MaskedAutoregressiveTransform
+from maf_jax.pallas import PallasFullPass
 
 
 def median_ms(compiled, *args, repeat=9):
@@ -33,6 +36,9 @@ def main():
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 1024])
     parser.add_argument("--blocks", type=int, nargs="+", default=[0, 4, 8])
     parser.add_argument("--groups", type=int, nargs="+", default=[Incremental().groups, 1])
+    parser.add_argument(
+        "--pallas", action="store_true", help="time the Pallas full-pass kernel too (GPU)"
+    )
     args = parser.parse_args()
     print("| D | blocks | groups | chunk | inverse (ms) | forward (ms) | ratio | compile (s) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -41,6 +47,8 @@ def main():
         y = jax.random.normal(jax.random.key(0), (args.rows, d))
         forward = median_ms(jax.jit(lambda b, y: b.forward(y)).lower(t, y).compile(), t, y)
         configs = [("full pass", "", "", FullPass())]
+        if args.pallas:
+            configs.append(("pallas full pass", "", "", PallasFullPass()))
         for blocks, groups, chunk in itertools.product(args.blocks, args.groups, args.chunks):
             inverse = Incremental(chunk=chunk or None, blocks=blocks or None, groups=groups)
             configs.append((blocks or "default", groups, chunk or "none", inverse))

@@ -14,6 +14,7 @@ from maf_jax.incremental import Incremental, incremental_inverse
 from maf_jax.masks import MadeLayout, autoregressive_adjacency, ranks
 from maf_jax.network import mlp
 from maf_jax.nn import Mask, MaskedLinear, MaskedMLP
+from maf_jax.pallas import PallasFullPass
 from maf_jax.standardized import Standardized
 from maf_jax.train import History, fit, mean_log_prob
 from maf_jax.univariate import MonotonicAffineTransform
@@ -36,6 +37,7 @@ __all__ = [
     "MonotonicAffineTransform",
     "NormalizingFlow",
     "Order",
+    "PallasFullPass",
     "Standardized",
     "autoregressive_adjacency",
     "checkpoint",

@@ -27,6 +27,7 @@ from maf_jax.implicit import implicit_inverse
 from maf_jax.incremental import Incremental
 from maf_jax.masks import MadeLayout
 from maf_jax.network import Weights, mlp
+from maf_jax.pallas import PallasFullPass
 
 __all__ = [
     "DERIVATIVES",
@@ -246,7 +247,7 @@ class FullPass:
         return full_pass_inverse(t, y)
 
 
-INVERSES = {"incremental": Incremental, "full_pass": FullPass}
+INVERSES = {"incremental": Incremental, "full_pass": FullPass, "pallas_full_pass": PallasFullPass}
 
 
 def as_inverse(inverse) -> Callable:

@@ -7,8 +7,9 @@ one line.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import math
+
+from maf_jax import __version__
 
 __all__ = ["CACHE_ENV", "DENSITIES", "parser"]
 
@@ -81,9 +82,7 @@ def parser() -> argparse.ArgumentParser:
         description="Masked Autoregressive Flows for density estimation.",
         formatter_class=formatter,
     )
-    parser.add_argument(
-        "--version", action="version", version=f"maf-jax {importlib.metadata.version('maf-jax')}"
-    )
+    parser.add_argument("--version", action="version", version=f"maf-jax {__version__}")
     parser.add_argument(
         "--no-compilation-cache",
         action="store_true",

@@ -63,6 +63,7 @@ PURE = [
     "univariate",
     "incremental",
     "implicit",
+    "pallas",
     "autoregressive",
     "chain",
     "distributions",
