@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--features", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ from maf_jax.masks import check_order
 from maf_jax.npyio import ArrayFileError, read_npz, read_npz_headers
 from maf_jax.standardized import Standardization
 
-__all__ = ["ACTIVATIONS", "CheckpointError", "load", "save"]
+__all__ = ["ACTIVATIONS", "CheckpointError", "load", "save", "write"]
 
 SAVED = (nnx.Param, Order, Standardization)
 CONFIG = "__config__"
@@ -48,6 +48,21 @@ def _flat_state(model) -> dict[str, np.ndarray]:
     }
 
 
+def write(file, model) -> None:
+    """Writes ``model`` to an open binary ``file``; ``save`` is the atomic way to a path.
+
+    Raises:
+        CheckpointError: For a model that a configuration cannot describe.
+    """
+    try:
+        config = configuration.describe(model)
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    arrays = _flat_state(model)
+    arrays[CONFIG] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+    np.savez(file, **arrays)
+
+
 def save(path, model) -> Path:
     """Writes ``model`` (a ``MAF`` or a ``Standardized`` MAF) to ``path`` atomically.
 
@@ -58,15 +73,9 @@ def save(path, model) -> Path:
         CheckpointError: For a model that a configuration cannot describe.
     """
     path = Path(path)
-    try:
-        config = configuration.describe(model)
-    except ConfigError as error:
-        raise CheckpointError(str(error)) from None
-    arrays = _flat_state(model)
-    arrays[CONFIG] = np.frombuffer(json.dumps(config).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
-        np.savez(f, **arrays)
+        write(f, model)
     return path
 
 
@@ -76,7 +85,7 @@ def _read_config(path: Path, headers: dict) -> dict:
         raise CheckpointError(f"{path}: not a maf-jax checkpoint (it has no configuration)")
     if header.shape[0] > MAX_CONFIG_BYTES:
         raise CheckpointError(f"{path}: configuration of {header.shape[0]} bytes is too large")
-    raw = read_npz(path, [CONFIG])[CONFIG]
+    raw = read_npz(path, [CONFIG], stored=True)[CONFIG]
     try:
         return json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, ValueError) as error:
@@ -107,7 +116,7 @@ def load(path):
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
-        headers = read_npz_headers(path)
+        headers = read_npz_headers(path, stored=True)
         config = configuration.check(_read_config(path, headers))
     except (ArrayFileError, ConfigError) as error:
         raise CheckpointError(f"{path}: not a readable maf-jax checkpoint ({error})") from None
@@ -139,7 +148,7 @@ def load(path):
                 f"expected {expected.shape} and {expected.dtype}"
             )
     try:
-        arrays = read_npz(path, variables)
+        arrays = read_npz(path, variables, stored=True)
     except ArrayFileError as error:
         raise CheckpointError(f"{path}: {error}") from None
     for name, variable in variables.items():

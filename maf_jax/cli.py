@@ -26,13 +26,6 @@ FIGURES = (".png", ".pdf", ".svg")
 SAMPLE_BATCH = 65_536  # samples drawn per compiled call: bounded memory for any -n
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    from maf_jax.files import atomic_write
-
-    with atomic_write(path, "w") as f:
-        json.dump(payload, f, indent=2, allow_nan=False)
-
-
 def _data(args, key, features: int | None = None):
     """The rows of ``args.data``, checked; built-in densities drawn from ``key``."""
     from maf_jax.data import check_rows, load
@@ -54,14 +47,32 @@ def _context(args, rows: int | None = None, features: int | None = None):
     return context
 
 
+def _check_fits_in_memory(parameters: int) -> None:
+    """Refuses, before building it, a model whose training state exceeds the memory."""
+    from maf_jax.data import DataError
+
+    needed = 4 * 4 * parameters  # float32 parameters, gradients and Adam's two moments
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if needed > memory:
+        raise DataError(
+            f"a model of {parameters:,} parameters needs about {needed / 2**30:.0f} GiB to "
+            f"train, more than this machine's {memory / 2**30:.0f} GiB: use smaller "
+            "--hidden or fewer --transforms"
+        )
+
+
 def _fit(args) -> dict:
     import jax
     import optax
     from flax import nnx
 
     from maf_jax import MAF, checkpoint
+    from maf_jax.config import size
     from maf_jax.data import DataError
-    from maf_jax.files import check_output
+    from maf_jax.files import atomic_write, check_output
     from maf_jax.train import fit
 
     if args.activation not in checkpoint.ACTIVATIONS:
@@ -76,6 +87,15 @@ def _fit(args) -> dict:
     key = jax.random.key(args.seed)
     data = _data(args, key)
     context = _context(args, len(data))
+    sizes = dict(
+        features=data.shape[1],
+        context=0 if context is None else context.shape[1],
+        transforms=args.transforms,
+        hidden_features=args.hidden,
+        shapes=[[], []],
+        standardized=True,
+    )
+    _check_fits_in_memory(size(sizes))
     flow = MAF(
         data.shape[1],
         0 if context is None else context.shape[1],
@@ -105,7 +125,6 @@ def _fit(args) -> dict:
     seconds = time.perf_counter() - start
     if history.steps == 0:
         raise DataError(f"training failed before the first epoch ended: {history.stopped}")
-    checkpoint.save(output, model)
     summary = dict(
         data=str(args.data),
         rows=len(data),
@@ -120,8 +139,12 @@ def _fit(args) -> dict:
         stopped=history.stopped,
         seconds=round(seconds, 2),
     )
-    _write_json(summary_path, summary)
-    if history.stopped == "early stopping":
+    # Both written to temporary files, then both renamed: an interrupt before the
+    # renames leaves every file as it was.
+    with atomic_write(output) as model_file, atomic_write(summary_path, "w") as summary_file:
+        checkpoint.write(model_file, model)
+        json.dump(summary, summary_file, indent=2, allow_nan=False)
+    if history.stopped == "early stopping" and args.no_progress:  # else the bar said so
         print(
             f"early stopping after epoch {len(history.train_loss) - 1}: no validation "
             f"improvement in {args.patience} epochs; kept epoch {history.best_epoch}",
@@ -147,7 +170,7 @@ def _eval(args) -> None:
         raise DataError(
             f"data: the log-likelihood of {bad.size} row(s) is not finite (rows "
             f"{', '.join(map(str, bad[:5]))}{', ...' if bad.size > 5 else ''}): they lie where "
-            "the model's float32 arithmetic overflows, far outside what it was fitted on"
+            "the model's arithmetic overflows, far outside what it was fitted on"
         )
     mean = float(values.mean())
     stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
@@ -177,12 +200,13 @@ def _sample(args) -> None:
     batch = max(1, SAMPLE_BATCH // math.prod(dist.batch_shape))
     batch = min(batch, args.n)
     draw = jax.jit(lambda key: dist.sample(key, (batch,)))
-    header = dict(descr=np.lib.format.dtype_to_descr(np.dtype(np.float32)), fortran_order=False)
+    dtype = np.dtype(jax.eval_shape(draw, jax.random.key(0)).dtype)  # the model's
+    header = dict(descr=np.lib.format.dtype_to_descr(dtype), fortran_order=False)
     with atomic_write(output) as f:
         np.lib.format.write_array_header_2_0(f, header | {"shape": shape})
         for i, start in enumerate(range(0, args.n, batch)):
             samples = np.asarray(draw(jax.random.fold_in(jax.random.key(args.seed), i)))
-            f.write(samples[: args.n - start].astype(np.float32).tobytes())
+            f.write(samples[: args.n - start].tobytes())
     print(f"wrote {output}: samples of shape {shape}")
 
 
@@ -298,6 +322,15 @@ def main(argv=None) -> int:
             return 2
         except ValueError as error:  # bad options that reached the library
             print(f"{name}: error: {error}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print(f"{name}: error: out of memory; try smaller sizes", file=sys.stderr)
+            return 2
+        except RuntimeError as error:  # XLA's errors: out of memory on a device, say
+            if "RESOURCE_EXHAUSTED" not in str(error):
+                raise
+            first = str(error).strip().splitlines()[0]
+            print(f"{name}: error: out of memory; try smaller sizes ({first})", file=sys.stderr)
             return 2
     return 0
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maf_jax.autoregressive import INVERSES
+from maf_jax.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.flows import MAF
 from maf_jax.network import PRECISIONS
 from maf_jax.standardized import Standardized
@@ -35,7 +35,15 @@ ACTIVATIONS = {
 }
 DTYPES = ("float32", "float64")
 # Settings that older checkpoints lack, and their values then.
-DEFAULTS = {"precision": "highest", "inverse": {"name": "incremental"}, "unroll": 10}
+DEFAULTS = {
+    "precision": "highest",
+    "inverse": {"name": "incremental"},
+    "unroll": 10,
+    "derivative": "implicit",
+}
+# The univariate transform a configuration can name: MonotonicAffineTransform, whose
+# parameters are a shift and a log-scale per feature.
+SHAPES = [[], []]
 
 
 class ConfigError(ValueError):
@@ -59,8 +67,13 @@ def describe(model) -> dict:
             f"activation {first.hyper.activation!r} cannot be saved; "
             f"use one of {sorted(ACTIVATIONS)}"
         )
-    if first.univariate is not MonotonicAffineTransform:
-        raise ConfigError("only the default MonotonicAffineTransform univariate can be saved")
+    if (
+        first.univariate is not MonotonicAffineTransform
+        or [list(s) for s in first.shapes] != SHAPES
+    ):
+        raise ConfigError(
+            "only the default MonotonicAffineTransform univariate, shapes ((), ()), can be saved"
+        )
     inverter = first.inverter
     if type(inverter) not in INVERSES.values():
         raise ConfigError(
@@ -82,6 +95,7 @@ def describe(model) -> dict:
         precision={v: k for k, v in PRECISIONS.items()}[first.precision],
         inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
         unroll=flow.unroll,
+        derivative=first.derivative,
     )
 
 
@@ -126,14 +140,14 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
-    shapes = config["shapes"]
-    if not isinstance(shapes, list) or not shapes:
-        raise ConfigError(f"shapes must be a non-empty list of shapes, got {shapes!r}")
-    for i, shape in enumerate(shapes):
-        _integers(shape, f"shapes[{i}]", 1)
+    if config["shapes"] != SHAPES:
+        raise ConfigError(
+            f"shapes must be {SHAPES} (MonotonicAffineTransform's), got {config['shapes']!r}"
+        )
     _choice(config["activation"], "activation", ACTIVATIONS)
     _choice(config["param_dtype"], "param_dtype", DTYPES)
     _choice(config["precision"], "precision", PRECISIONS)
+    _choice(config["derivative"], "derivative", DERIVATIVES)
     if not isinstance(config["standardized"], bool):
         raise ConfigError(f"standardized must be true or false, got {config['standardized']!r}")
     inverse = config["inverse"]
@@ -175,6 +189,7 @@ def build(config: dict):
         precision=config["precision"],
         inverse=INVERSES[config["inverse"]["name"]](**options),
         unroll=config["unroll"],
+        derivative=config["derivative"],
         rngs=nnx.Rngs(0),
     )
     if config["standardized"]:

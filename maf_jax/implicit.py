@@ -133,9 +133,8 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         x: Data ``(n, features)``.
         a: The cotangent to solve for, ``(n, features)``.
         blocks: Blocks of the schedule, as for ``Incremental``.
-        groups: Most groups of blocks. One: a variational-inference gradient (D=64,
-            512 samples) compiled in 2.0 instead of 2.8 s and ran as fast (22.0 vs
-            23.3 ms).
+        groups: Most groups of blocks; one by default, the smallest program
+            (``benchmarks/vi.py`` compiles the gradient with it).
 
     Returns:
         ``u`` of shape ``(n, features)``.

@@ -71,16 +71,26 @@ def read_npy(path) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _members(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
-    compressed = path.stat().st_size
+def _members(archive: zipfile.ZipFile, path: Path, stored: bool) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by array name, their declared sizes checked.
+
+    With ``stored``, members must be uncompressed (as ``np.savez`` writes them), each
+    holding in the file the bytes it declares, so that reading allocates no more than
+    the file's size; otherwise deflated members may expand up to deflate's ratio.
+    """
+    size = path.stat().st_size
     total, members = 0, {}
     for info in archive.infolist():
         if not info.filename.endswith(".npy") or info.is_dir():
             raise ArrayFileError(f"{path.name}: {info.filename!r} is not a .npy array")
+        if stored and (
+            info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size
+        ):
+            raise ArrayFileError(f"{path.name}: {info.filename!r} is compressed or mislabelled")
         total += info.file_size
         members[info.filename[: -len(".npy")]] = info
-    if total > MAX_DEFLATE_RATIO * max(compressed, 1):
-        raise ArrayFileError(f"{path.name}: declares {total} bytes in a {compressed}-byte file")
+    if total > (1 if stored else MAX_DEFLATE_RATIO) * max(size, 1):
+        raise ArrayFileError(f"{path.name}: declares {total} bytes in a {size}-byte file")
     return members
 
 
@@ -91,8 +101,10 @@ def _open(path: Path) -> zipfile.ZipFile:
         raise ArrayFileError(f"{path.name}: not a readable .npz archive ({error})") from None
 
 
-def read_npz_headers(path) -> dict[str, Header]:
+def read_npz_headers(path, stored: bool = False) -> dict[str, Header]:
     """The name, shape and dtype of every array of a ``.npz`` file, data unread.
+
+    ``stored`` requires uncompressed members (see ``_members``).
 
     Raises:
         ArrayFileError: If the file is not an archive of numeric arrays of the sizes
@@ -101,7 +113,7 @@ def read_npz_headers(path) -> dict[str, Header]:
     path = Path(path)
     with _open(path) as archive:
         headers = {}
-        for name, info in _members(archive, path).items():
+        for name, info in _members(archive, path, stored).items():
             try:
                 with archive.open(info) as f:
                     headers[name] = _read_header(f, info.file_size, f"{path.name}:{name}")
@@ -110,7 +122,7 @@ def read_npz_headers(path) -> dict[str, Header]:
         return headers
 
 
-def read_npz(path, names=None) -> dict[str, np.ndarray]:
+def read_npz(path, names=None, stored: bool = False) -> dict[str, np.ndarray]:
     """Reads the arrays ``names`` (all if ``None``) of a ``.npz`` file.
 
     Raises:
@@ -118,7 +130,7 @@ def read_npz(path, names=None) -> dict[str, np.ndarray]:
             corrupt (its checksum fails) or that is missing.
     """
     path = Path(path)
-    headers = read_npz_headers(path)
+    headers = read_npz_headers(path, stored)
     names = list(headers) if names is None else list(names)
     missing = [name for name in names if name not in headers]
     if missing:

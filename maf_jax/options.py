@@ -116,9 +116,11 @@ def parser() -> argparse.ArgumentParser:
         help="precision of the matrix products: highest is full float32 on every backend",
     )  # fmt: skip
     fit.add_argument(
-        "--inverse", choices=("incremental", "full_pass"), default="incremental",
+        "--inverse",
+        choices=("incremental", "full_pass", "pallas_full_pass"),
+        default="incremental",
         help="the inverse behind sampling, stored in the checkpoint",
-    )  # fmt: skip
+    )
     fit.add_argument("--batch-size", type=_integer(1), default=256, help="rows per step")
     budget = fit.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=_integer(1), help="passes over the data (default: 20)")

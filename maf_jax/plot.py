@@ -95,7 +95,9 @@ def plot(
         axes[0, 0].legend(fontsize="small")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        fig.savefig(f, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return path

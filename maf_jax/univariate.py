@@ -8,15 +8,15 @@ object with four elementwise methods on arrays of shape ``(*, features)``:
 - ``forward_and_log_det(x) -> (y, log|dy/dx|)`` and
   ``inverse_and_log_det(y) -> (x, log|dx/dy|)``, the log-derivatives elementwise.
 
-The returned object must be a JAX pytree (for example a ``flax.struct.dataclass``)
-so that it can cross ``jax.jit`` boundaries.
+The returned object must be a JAX pytree (for example a dataclass registered with
+``jax.tree_util.register_dataclass``) so that it can cross ``jax.jit`` boundaries.
 
 Example:
     A monotonic shift-and-softplus-scale transform with two parameters per feature:
 
-    >>> import jax, jax.numpy as jnp
-    >>> from flax import struct
-    >>> @struct.dataclass
+    >>> import dataclasses, jax, jax.numpy as jnp
+    >>> @jax.tree_util.register_dataclass
+    ... @dataclasses.dataclass(frozen=True)
     ... class SoftplusAffine:
     ...     shift: jax.Array
     ...     raw_scale: jax.Array

@@ -59,7 +59,7 @@ def test_plain_maf_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "settings",
     [
-        dict(precision="default", inverse="full_pass", unroll=0),
+        dict(precision="default", inverse="full_pass", unroll=0, derivative="autodiff"),
         dict(precision="high", inverse=Incremental(chunk=3, blocks=2, groups=1), unroll=4),
     ],
 )
@@ -67,10 +67,11 @@ def test_settings_that_change_the_arithmetic_are_restored(tmp_path, settings):
     flow = MAF(4, transforms=2, rngs=nnx.Rngs(3), **settings)
     loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
     first, saved = loaded.transforms[0], flow.transforms[0]
-    assert (first.precision, first.inverter, loaded.unroll) == (
+    assert (first.precision, first.inverter, loaded.unroll, first.derivative) == (
         saved.precision,
         saved.inverter,
         flow.unroll,
+        saved.derivative,
     )
     assert first.precision != jax.lax.Precision.HIGHEST  # not the defaults by chance
 
@@ -81,7 +82,7 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
 
     def older(arrays):  # what the first format wrote
         config = json.loads(arrays["__config__"].tobytes())
-        for name in ("precision", "inverse", "unroll"):
+        for name in ("precision", "inverse", "unroll", "derivative"):
             del config[name]
         arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
@@ -167,6 +168,8 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, inverse={"name": "full_pass", "x": 1}), "takes options"),
         (lambda a: set_config(a, param_dtype="object"), "param_dtype must be one of"),
         (lambda a: set_config(a, extra=1), "unknown keys \\['extra'\\]"),
+        (lambda a: set_config(a, shapes=[[2]]), "shapes must be \\[\\[\\], \\[\\]\\]"),
+        (lambda a: set_config(a, derivative="numeric"), "derivative must be one of"),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),
@@ -196,8 +199,22 @@ def test_corrupt_and_truncated_files_are_refused(model, tmp_path):
     assert zipfile.is_zipfile(path)
 
 
-def test_unsavable_models_are_refused(tmp_path):
-    flow = MAF(2, transforms=1, activation=lambda x: x, rngs=nnx.Rngs(0))
-    with pytest.raises(CheckpointError, match="cannot be saved"):
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(activation=lambda x: x), dict(shapes=((), (), ()))],
+)
+def test_unsavable_models_are_refused(tmp_path, kwargs):
+    flow = MAF(2, transforms=1, **kwargs, rngs=nnx.Rngs(0))
+    with pytest.raises(CheckpointError, match="can be saved|cannot be saved"):
         checkpoint.save(tmp_path / "x.npz", flow)
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_compressed_checkpoints_are_refused_before_inflating(model, tmp_path):
+    """Checkpoints are written uncompressed: a compressed member could claim (and
+    inflate to) far more than the file holds."""
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    with np.load(path) as archive:
+        np.savez_compressed(tmp_path / "packed.npz", **dict(archive))
+    with pytest.raises(CheckpointError, match="is compressed or mislabelled"):
+        checkpoint.load(tmp_path / "packed.npz")

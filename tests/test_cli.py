@@ -220,6 +220,14 @@ def test_fit_checks_its_outputs_before_training(tmp_path, capsys, argv, message)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_a_model_too_large_for_the_machine_is_refused_before_it_is_built(files, capsys):
+    argv = ["fit", str(files / "data.npy"), "--hidden", "1000000000", "--no-progress"]
+    assert main([*argv, "-o", str(files / "huge.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs about" in err and "GiB to train, more than" in err
+    assert not (files / "huge.npz").exists()
+
+
 def test_an_interrupted_fit_says_so_and_leaves_the_old_model(fitted, files, capsys, monkeypatch):
     import maf_jax.train
 
@@ -287,6 +295,18 @@ def test_help_documents_every_option_and_version(capsys):
                 assert action.help, (name, action.option_strings)
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("maf-jax ")
+    # the choices the options offer are the library's
+    from maf_jax.autoregressive import INVERSES
+    from maf_jax.config import ACTIVATIONS
+    from maf_jax.network import PRECISIONS
+
+    fit = subparsers.choices["fit"]
+    choices = {a.dest: a.choices for a in fit._actions if a.choices}
+    assert set(choices["inverse"]) == set(INVERSES)
+    assert set(choices["precision"]) == set(PRECISIONS)
+    assert all(
+        name in next(a.help for a in fit._actions if a.dest == "activation") for name in ACTIVATIONS
+    )
 
 
 @pytest.mark.parametrize(
