@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from hypothesis import settings
+from hypothesis import strategies as st
 
 HERE = Path(__file__).parent
 
@@ -77,3 +78,31 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # The command line keeps compiled programs in a user folder; tests run it in-process
 # and must not write there (tests/test_cli.py turns it on where it is the subject).
 os.environ.setdefault("MAF_JAX_COMPILATION_CACHE", "off")
+
+
+@st.composite
+def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
+    """A random transform: ``kwargs`` of a ``MaskedAutoregressiveTransform`` (features,
+    passes, order, context, hidden sizes, activation, an incremental schedule), a
+    number of ``rows`` and a ``seed``."""
+    import jax
+    import jax.numpy as jnp
+
+    from maf_jax import Incremental
+
+    n = draw(st.integers(1, features))
+    inverse = Incremental(
+        chunk=draw(st.none() | st.integers(1, 5)),
+        blocks=draw(st.none() | st.integers(1, 4)),
+        groups=draw(st.integers(1, 4)),
+    )
+    kwargs = dict(
+        features=n,
+        passes=draw(st.integers(1, n)),
+        order=draw(st.permutations(range(n))),
+        context=draw(st.integers(0, context)),
+        hidden_features=tuple(draw(st.lists(st.integers(1, hidden), max_size=2))),
+        activation=draw(st.sampled_from([jax.nn.relu, jax.nn.elu, jnp.tanh])),
+        inverse=inverse,
+    )
+    return dict(kwargs=kwargs, rows=draw(st.integers(1, 7)), seed=draw(st.integers(0, 2**16)))

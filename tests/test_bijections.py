@@ -202,7 +202,7 @@ def test_incremental_options_reach_the_program(option, value):
 @pytest.mark.parametrize(
     "inverse,match",
     [
-        ("fast", r"one of \['full_pass', 'incremental'\], got 'fast'"),
+        ("fast", r"one of \['full_pass', 'incremental', 'pallas_full_pass'\], got 'fast'"),
         (Incremental, "hashable callable"),
         ([1], "hashable callable"),
         (lambda: Incremental(blocks=0), "blocks must be a positive integer"),
