@@ -108,6 +108,12 @@ def _fit(args) -> dict:
         inverse=args.inverse,
         rngs=nnx.Rngs(args.seed),
     )
+    mesh = None
+    if args.devices > 1:
+        devices = jax.local_devices()
+        if args.devices > len(devices):
+            raise DataError(f"--devices {args.devices}: this process has {len(devices)} device(s)")
+        mesh = jax.make_mesh((args.devices,), ("data",), devices=devices[: args.devices])
     start = time.perf_counter()
     model, history = fit(
         flow,
@@ -121,6 +127,7 @@ def _fit(args) -> dict:
         validation=args.validation,
         patience=args.patience,
         progress=not args.no_progress,
+        mesh=mesh,
     )
     seconds = time.perf_counter() - start
     if history.steps == 0:

@@ -134,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
         help="epochs without validation improvement before stopping",
     )  # fmt: skip
     fit.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
+    fit.add_argument(
+        "--devices", type=_integer(1), default=1,
+        help="data-parallel training over this many local devices; the batch size must "
+        "be a multiple of it",
+    )  # fmt: skip
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = command("eval", "mean log-likelihood of data under a checkpoint")

@@ -88,12 +88,40 @@ def check_sharded_jit():
     assert_close(sharded, reference())
 
 
+def check_sharded_fit():
+    """``fit(mesh=...)`` over 4 devices equals ``fit`` on one."""
+    from maf_jax import fit
+
+    data = np.asarray(x) * 2 + 1
+    mesh = jax.make_mesh((DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    runs = []
+    for m in (None, mesh):
+        model = MAF(3, context=2, transforms=2, hidden_features=(16, 16), rngs=nnx.Rngs(0))
+        trained, history = fit(
+            model, data, context=np.asarray(c), key=jax.random.key(3), batch_size=16,
+            steps=6, validation=0.25, progress=False, mesh=m,
+        )  # fmt: skip
+        assert history.steps == 6
+        runs.append(nnx.state(trained, nnx.Param))
+    leaves = [jax.tree.leaves(r) for r in runs]
+    assert any(len(leaf.sharding.device_set) == DEVICES for leaf in leaves[1])  # replicated
+    for a, b in zip(*leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    try:
+        fit(MAF(3, rngs=nnx.Rngs(0)), data, key=jax.random.key(0), batch_size=10, mesh=mesh)
+    except ValueError as error:
+        assert "multiple of the 4 devices" in str(error), error
+    else:
+        raise AssertionError("a batch of 10 over 4 devices was accepted")
+
+
 if __name__ == "__main__":
     results = {}
     for name, check in [
         ("devices", check_devices),
         ("pmap", check_pmap),
         ("sharded_jit", check_sharded_jit),
+        ("sharded_fit", check_sharded_fit),
     ]:
         try:
             check()

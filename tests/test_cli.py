@@ -354,3 +354,23 @@ def test_sigterm_during_fit_ends_cleanly_and_keeps_the_old_model(fitted, files, 
     )
     assert model.read_bytes() == fitted.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary left
+
+
+def test_fit_on_several_devices(tmp_path):
+    """--devices N: data-parallel over N of the process's devices (4 virtual CPUs here)."""
+    env = os.environ | {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "MAF_JAX_COMPILATION_CACHE": "off",
+    }
+    argv = [sys.executable, "-m", "maf_jax.cli", "fit", "two_moons", "--rows", "400"]
+    argv += ["--batch-size", "32", "--epochs", "2", "--transforms", "2", "--hidden", "8"]
+    argv += ["--no-progress", "-o", str(tmp_path / "m.npz")]
+    ok = subprocess.run([*argv, "--devices", "4"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert checkpoint.load(tmp_path / "m.npz").features == 2
+    too_many = subprocess.run([*argv, "--devices", "8"], env=env, capture_output=True, text=True)
+    assert too_many.returncode == 2
+    assert (
+        too_many.stderr.strip() == "maf-jax fit: error: --devices 8: this process has 4 device(s)"
+    )
