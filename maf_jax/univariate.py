@@ -47,16 +47,16 @@ import jax.numpy as jnp
 
 from maf_jax import _pytree
 
-__all__ = ["MonotonicAffineTransform"]
+__all__ = ["MonotonicAffineTransform", "soft_bound"]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _soft_bound(s: jax.Array, bound: float) -> jax.Array:
-    """``s / (1 + |s| / bound)``, in ``(-bound, bound)``."""
+def soft_bound(s: jax.Array, bound: float) -> jax.Array:
+    """``s / (1 + |s| / bound)``, in ``(-bound, bound)``, with slope 1 at 0."""
     return s / (1 + jnp.abs(s) / bound)
 
 
-@_soft_bound.defjvp
+@soft_bound.defjvp
 def _soft_bound_jvp(bound, primals, tangents):
     # d/ds = 1 / (1 + |s| / bound)^2: one residual where autodiff keeps three
     (s,), (ds,) = primals, tangents
@@ -90,7 +90,7 @@ class MonotonicAffineTransform:
     @property
     def log_scale(self) -> jax.Array:
         """The bounded log-scale ``a``."""
-        return _soft_bound(self.scale, -math.log(self.slope))
+        return soft_bound(self.scale, -math.log(self.slope))
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Returns ``y = x * exp(a) + b``."""

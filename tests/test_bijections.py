@@ -22,6 +22,7 @@ from maf_jax.masks import autoregressive_adjacency
 
 FEATURES = 5
 CONTEXT = 3
+SPLINE = maf_jax.RationalQuadraticSpline(bins=4, bound=3.0)
 
 
 @struct.dataclass
@@ -63,10 +64,15 @@ CONFIGS = {
         "transform",
         dict(univariate=MixedScaleAffine, shapes=((), (2,)), passes=3, context=CONTEXT),
     ),
+    "spline": (
+        "transform",
+        dict(univariate=SPLINE, shapes=SPLINE.shapes, passes=3, context=CONTEXT),
+    ),
     "maf": ("flow", dict(transforms=3)),
     "maf_context": ("flow", dict(transforms=2, context=CONTEXT, passes=3)),
     "maf_randperm": ("flow", dict(transforms=3, randperm=True, activation=jax.nn.elu)),
     "maf_order": ("flow", dict(transforms=2, order=[1, 3, 0, 2, 4])),
+    "nsf": ("flow", dict(transforms=2, univariate=SPLINE, shapes=SPLINE.shapes)),
 }
 
 

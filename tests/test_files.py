@@ -61,6 +61,7 @@ PURE = [
     "masks",
     "schedule",
     "univariate",
+    "spline",
     "incremental",
     "implicit",
     "pallas",

@@ -16,6 +16,7 @@ from jax.test_util import check_grads
 from maf_jax import (
     MAF,
     MaskedAutoregressiveTransform,
+    RationalQuadraticSpline,
     full_pass_inverse,
     incremental_inverse,
 )
@@ -32,6 +33,12 @@ TRANSFORMS = {
     "passes2": dict(passes=2),
     "passes3_context": dict(passes=3, context=2),
     "order_elu": dict(order=[3, 0, 4, 1, 2], activation=jax.nn.elu, hidden_features=(7, 11)),
+    "spline_context": dict(
+        univariate=RationalQuadraticSpline(bins=5, bound=2.0),
+        shapes=RationalQuadraticSpline(bins=5).shapes,
+        passes=3,
+        context=2,
+    ),
 }
 
 
