@@ -9,6 +9,7 @@ exit status 130) leaves every existing file as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -69,7 +70,7 @@ def _fit(args) -> dict:
     import optax
     from flax import nnx
 
-    from maf_jax import MAF, checkpoint
+    from maf_jax import MAF, NSF, checkpoint
     from maf_jax.config import size
     from maf_jax.data import DataError
     from maf_jax.files import atomic_write, check_output
@@ -92,11 +93,11 @@ def _fit(args) -> dict:
         context=0 if context is None else context.shape[1],
         transforms=args.transforms,
         hidden_features=args.hidden,
-        shapes=[[], []],
+        shapes=[[], []] if args.flow == "maf" else [[args.bins], [args.bins], [args.bins - 1]],
         standardized=True,
     )
     _check_fits_in_memory(size(sizes))
-    flow = MAF(
+    flow = (MAF if args.flow == "maf" else functools.partial(NSF, bins=args.bins))(
         data.shape[1],
         0 if context is None else context.shape[1],
         transforms=args.transforms,

@@ -17,8 +17,9 @@ import numpy as np
 from flax import nnx
 
 from maf_jax.autoregressive import DERIVATIVES, INVERSES
-from maf_jax.flows import MAF
+from maf_jax.flows import MAF, NSF
 from maf_jax.network import PRECISIONS
+from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
 from maf_jax.univariate import MonotonicAffineTransform
 
@@ -40,10 +41,8 @@ DEFAULTS = {
     "inverse": {"name": "incremental"},
     "unroll": 10,
     "derivative": "implicit",
+    "univariate": {"name": "affine"},
 }
-# The univariate transform a configuration can name: MonotonicAffineTransform, whose
-# parameters are a shift and a log-scale per feature.
-SHAPES = [[], []]
 
 
 class ConfigError(ValueError):
@@ -67,12 +66,10 @@ def describe(model) -> dict:
             f"activation {first.hyper.activation!r} cannot be saved; "
             f"use one of {sorted(ACTIVATIONS)}"
         )
-    if (
-        first.univariate is not MonotonicAffineTransform
-        or [list(s) for s in first.shapes] != SHAPES
-    ):
+    univariate = _describe_univariate(first.univariate)
+    if [list(s) for s in first.shapes] != _shapes(univariate):
         raise ConfigError(
-            "only the default MonotonicAffineTransform univariate, shapes ((), ()), can be saved"
+            f"shapes {first.shapes} cannot be saved: they are not those of univariate {univariate}"
         )
     inverter = first.inverter
     if type(inverter) not in INVERSES.values():
@@ -96,7 +93,28 @@ def describe(model) -> dict:
         inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
         unroll=flow.unroll,
         derivative=first.derivative,
+        univariate=univariate,
     )
+
+
+def _describe_univariate(univariate) -> dict:
+    """The ``univariate`` entry: the affine map, or a spline and its settings."""
+    if univariate is MonotonicAffineTransform:
+        return {"name": "affine"}
+    if isinstance(univariate, RationalQuadraticSpline):
+        return {"name": "spline", **dataclasses.asdict(univariate)}
+    raise ConfigError(
+        f"univariate {univariate!r} cannot be saved; use MonotonicAffineTransform "
+        "(MAF) or maf_jax.RationalQuadraticSpline (NSF)"
+    )
+
+
+def _shapes(univariate: dict) -> list[list[int]]:
+    """The parameter shapes of a checked ``univariate`` entry."""
+    if univariate["name"] == "affine":
+        return [[], []]
+    bins = univariate["bins"]
+    return [[bins], [bins], [bins - 1]]
 
 
 def _integer(value, key: str, minimum: int) -> int:
@@ -140,9 +158,11 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
-    if config["shapes"] != SHAPES:
+    _check_univariate(config["univariate"])
+    if config["shapes"] != _shapes(config["univariate"]):
         raise ConfigError(
-            f"shapes must be {SHAPES} (MonotonicAffineTransform's), got {config['shapes']!r}"
+            f"shapes must be {_shapes(config['univariate'])} (those of univariate "
+            f"{config['univariate']['name']!r}), got {config['shapes']!r}"
         )
     _choice(config["activation"], "activation", ACTIVATIONS)
     _choice(config["param_dtype"], "param_dtype", DTYPES)
@@ -164,6 +184,22 @@ def check(config) -> dict:
     return config
 
 
+def _check_univariate(univariate) -> None:
+    if not isinstance(univariate, dict):
+        raise ConfigError(f"univariate must be an object with a name, got {univariate!r}")
+    name = _choice(univariate.get("name"), "univariate name", ("affine", "spline"))
+    if name == "affine":
+        if set(univariate) != {"name"}:
+            raise ConfigError(f"univariate 'affine' takes no options, got {univariate!r}")
+        return
+    if set(univariate) != {"name", "bins", "bound", "slope"}:
+        raise ConfigError(f"univariate 'spline' takes bins, bound and slope, got {univariate!r}")
+    try:
+        RationalQuadraticSpline(univariate["bins"], univariate["bound"], univariate["slope"])
+    except ValueError as error:
+        raise ConfigError(f"univariate: {error}") from None
+
+
 def size(config: dict) -> int:
     """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics."""
     features, context = config["features"], config["context"]
@@ -177,14 +213,11 @@ def size(config: dict) -> int:
 def build(config: dict):
     """Builds an untrained model with the structure that a checked ``config`` describes."""
     options = {k: v for k, v in config["inverse"].items() if k != "name"}
-    flow = MAF(
-        config["features"],
-        config["context"],
+    settings = dict(
         transforms=config["transforms"],
         passes=config["passes"],
         hidden_features=tuple(config["hidden_features"]),
         activation=ACTIVATIONS[config["activation"]],
-        shapes=tuple(tuple(s) for s in config["shapes"]),
         param_dtype=jnp.dtype(config["param_dtype"]),
         precision=config["precision"],
         inverse=INVERSES[config["inverse"]["name"]](**options),
@@ -192,6 +225,11 @@ def build(config: dict):
         derivative=config["derivative"],
         rngs=nnx.Rngs(0),
     )
+    spline = {k: v for k, v in config["univariate"].items() if k != "name"}
+    if spline:
+        flow = NSF(config["features"], config["context"], **spline, **settings)
+    else:
+        flow = MAF(config["features"], config["context"], **settings)
     if config["standardized"]:
         return Standardized(flow, np.zeros(config["features"]), np.ones(config["features"]))
     return flow

@@ -159,6 +159,10 @@ class MonotonicRQSTransform:
         return self.inverse_and_log_det(y)[0]
 
 
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class RationalQuadraticSpline:
     """The ``univariate=`` constructor of splines with ``bins`` bins on ``[-bound, bound]``.
@@ -183,9 +187,9 @@ class RationalQuadraticSpline:
     def __post_init__(self):
         if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {self.bins!r}")
-        if not (isinstance(self.bound, (int, float)) and 0 < self.bound < math.inf):
+        if not (_real(self.bound) and 0 < self.bound < math.inf):
             raise ValueError(f"bound must be a positive finite number, got {self.bound!r}")
-        if not (isinstance(self.slope, (int, float)) and 0 < self.slope < 1):
+        if not (_real(self.slope) and 0 < self.slope < 1):
             raise ValueError(f"slope must be a number in (0, 1), got {self.slope!r}")
         object.__setattr__(self, "bound", float(self.bound))
         object.__setattr__(self, "slope", float(self.slope))

@@ -10,7 +10,7 @@ import pytest
 from conftest import scramble
 from flax import nnx
 
-from maf_jax import MAF, FullPass, Incremental, checkpoint
+from maf_jax import MAF, NSF, FullPass, Incremental, RationalQuadraticSpline, checkpoint
 from maf_jax.checkpoint import CheckpointError
 from maf_jax.standardized import Standardized
 
@@ -56,6 +56,19 @@ def test_plain_maf_round_trip(tmp_path):
     )
 
 
+def test_nsf_round_trip(tmp_path):
+    flow = scramble(NSF(3, context=2, transforms=2, bins=5, bound=4.0, rngs=nnx.Rngs(1)))
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
+    assert isinstance(loaded, NSF)
+    assert loaded.transforms[1].univariate == RationalQuadraticSpline(5, 4.0)
+    x = jax.random.normal(jax.random.key(0), (7, 3))
+    c = jax.random.normal(jax.random.key(1), (7, 2))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
+    np.testing.assert_array_equal(
+        loaded(c).sample(jax.random.key(2)), flow(c).sample(jax.random.key(2))
+    )
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -82,7 +95,7 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
 
     def older(arrays):  # what the first format wrote
         config = json.loads(arrays["__config__"].tobytes())
-        for name in ("precision", "inverse", "unroll", "derivative"):
+        for name in ("precision", "inverse", "unroll", "derivative", "univariate"):
             del config[name]
         arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
@@ -136,6 +149,7 @@ def set_config(arrays, **updates):
 
 
 KERNEL = "flow/transforms/1/hyper/layers/0/kernel"
+SPLINE = {"name": "spline", "bins": 3, "bound": 5.0, "slope": 0.001}
 
 
 def set_raw_config(arrays, text):
@@ -170,6 +184,15 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, extra=1), "unknown keys \\['extra'\\]"),
         (lambda a: set_config(a, shapes=[[2]]), "shapes must be \\[\\[\\], \\[\\]\\]"),
         (lambda a: set_config(a, derivative="numeric"), "derivative must be one of"),
+        (lambda a: set_config(a, univariate={"name": "cubic"}), "univariate name must be one of"),
+        (lambda a: set_config(a, univariate={"name": "affine", "bins": 3}), "takes no options"),
+        (
+            lambda a: set_config(a, univariate=SPLINE),
+            "shapes must be \\[\\[3\\], \\[3\\], \\[2\\]\\]",
+        ),
+        (lambda a: set_config(a, univariate=SPLINE | {"bins": 1}), "bins must be an integer >= 2"),
+        (lambda a: set_config(a, univariate=SPLINE | {"bound": True}), "bound must be a positive"),
+        (lambda a: set_config(a, univariate={"name": "spline"}), "takes bins, bound and slope"),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),

@@ -69,6 +69,19 @@ def test_sample_and_plot(fitted, files):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_spline_flow_is_fitted_saved_and_sampled(files, capsys):
+    model = files / "nsf.npz"
+    argv = ["fit", str(files / "data.npy"), "-o", str(model), "--flow", "nsf", "--bins", "5"]
+    assert main([*argv, *SMALL]) == 0
+    flow = checkpoint.load(model).flow
+    assert type(flow).__name__ == "NSF" and flow.transforms[0].univariate.bins == 5
+    out = files / "nsf_samples.npy"
+    assert main(["sample", str(model), "-n", "20", "-o", str(out)]) == 0
+    assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()
+    assert main(["fit", str(files / "data.npy"), "--bins", "1", *SMALL]) == 2
+    assert "--bins: expected an integer >= 2" in capsys.readouterr().err
+
+
 def test_conditional_fit_and_sample(files):
     model = files / "conditional.npz"
     args = [
