@@ -9,6 +9,7 @@ model is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -18,6 +19,7 @@ from flax import nnx
 
 from maf_jax.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.flows import MAF, NSF
+from maf_jax.masks import MadeLayout
 from maf_jax.network import PRECISIONS
 from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
@@ -29,7 +31,8 @@ FORMAT = "maf-jax/1"
 ACTIVATIONS = {
     "relu": jax.nn.relu,
     "elu": jax.nn.elu,
-    "gelu": jax.nn.gelu,
+    "gelu": jax.nn.gelu,  # the tanh approximation
+    "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),  # torch's default
     "silu": jax.nn.silu,
     "tanh": jnp.tanh,
     "leaky_relu": jax.nn.leaky_relu,
@@ -42,6 +45,7 @@ DEFAULTS = {
     "unroll": 10,
     "derivative": "implicit",
     "univariate": {"name": "affine"},
+    "degrees": None,
 }
 
 
@@ -94,6 +98,7 @@ def describe(model) -> dict:
         unroll=flow.unroll,
         derivative=first.derivative,
         univariate=univariate,
+        degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
     )
 
 
@@ -158,6 +163,7 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
+    _check_degrees(config)
     _check_univariate(config["univariate"])
     if config["shapes"] != _shapes(config["univariate"]):
         raise ConfigError(
@@ -182,6 +188,28 @@ def check(config) -> dict:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"inverse: {error}") from None
     return config
+
+
+def _check_degrees(config: dict) -> None:
+    """Degrees, if any, as ``MadeLayout`` takes them (after the integer checks)."""
+    degrees = config["degrees"]
+    if degrees is None:
+        return
+    if not isinstance(degrees, list) or not all(isinstance(d, list) for d in degrees):
+        raise ConfigError(f"degrees must be null or a list of lists of integers, got {degrees!r}")
+    for i, layer in enumerate(degrees):
+        _integers(layer, f"degrees[{i}]", -1)
+    try:
+        MadeLayout(
+            config["features"],
+            config["context"],
+            config["passes"],
+            tuple(config["hidden_features"]),
+            1,
+            degrees=degrees,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_univariate(univariate) -> None:
@@ -223,6 +251,7 @@ def build(config: dict):
         inverse=INVERSES[config["inverse"]["name"]](**options),
         unroll=config["unroll"],
         derivative=config["derivative"],
+        degrees=config["degrees"],
         rngs=nnx.Rngs(0),
     )
     spline = {k: v for k, v in config["univariate"].items() if k != "name"}

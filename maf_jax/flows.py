@@ -72,6 +72,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
             (the default: by the implicit function theorem, about three network
             passes whatever the inverse, storing only the samples) or
             ``"autodiff"`` (through the inverse's operations; kept for one release).
+        degrees: The degree of each hidden unit, one ascending sequence per hidden
+            layer (a unit of degree ``d`` sees the features of rank ``<= d``); spread
+            evenly by default. ``maf_jax.interop.from_zuko`` sets zuko's.
 
     Settings are static: ``jax.jit`` traces again for a transform built with
     others, and two transforms with different settings coexist in one program.
@@ -101,6 +104,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
         precision="highest",
         inverse="incremental",
         derivative="implicit",
+        degrees=None,
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
@@ -108,7 +112,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
         order = np.arange(features) if order is None else check_order(order, features)
         self.shapes = _check_shapes(shapes)
         total = sum(math.prod(shape) for shape in self.shapes)
-        self.layout = MadeLayout(features, context, passes, tuple(hidden_features), total)
+        self.layout = MadeLayout(
+            features, context, passes, tuple(hidden_features), total, degrees=degrees
+        )
         self.univariate = univariate
         self.precision = as_precision(precision)
         self.inverter = as_inverse(inverse)
@@ -189,7 +195,7 @@ class MAF(nnx.Module):
             chains keep the loop).
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
             ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
-            ``precision``, ``inverse``, ``derivative``.
+            ``precision``, ``inverse``, ``derivative``, ``degrees``.
 
     Example:
         >>> import jax

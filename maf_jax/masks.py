@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,6 +84,10 @@ class MadeLayout:
         passes: The number of passes requested (clamped to ``features``).
         hidden_features: Sizes of the hidden layers.
         total: Number of univariate parameters per feature.
+        degrees: The degrees of each hidden layer's units, ascending, from the
+            lowest useful degree (-1 with context, else 0) to ``steps - 2``, that
+            one the most frequent; ``None`` (the default) spreads them evenly (see
+            ``hidden_degrees``). Models imported from zuko keep zuko's.
     """
 
     features: int
@@ -90,6 +95,7 @@ class MadeLayout:
     passes: int
     hidden_features: tuple[int, ...]
     total: int
+    degrees: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self):
         for name in ("features", "passes", "total"):
@@ -107,6 +113,39 @@ class MadeLayout:
             )
         object.__setattr__(self, "passes", min(int(self.passes), int(self.features)))
         object.__setattr__(self, "hidden_features", tuple(map(int, self.hidden_features)))
+        if self.degrees is not None:
+            object.__setattr__(self, "degrees", self._check_degrees(self.degrees))
+
+    def _check_degrees(self, degrees) -> tuple[tuple[int, ...], ...]:
+        """``degrees`` as tuples, if the schedule of the inverse can run them.
+
+        Each layer ascending in ``[low, steps - 2]``, starting at ``low`` (``-1``
+        with context, else ``0``), with no fewer units of degree ``low`` than of any
+        other: a step that makes no unit of a layer final then recomputes final
+        units of degree ``low`` (``maf_jax.schedule``).
+        """
+        top = max(self.steps - 2, -1)
+        low = -1 if self.context else min(0, top)
+        expected = (
+            f"one ascending sequence of integers in [{low}, {top}] per hidden layer, of "
+            f"sizes {self.hidden_features}, each starting at {low} with no fewer units "
+            f"of degree {low} than of any other degree"
+        )
+        try:
+            degrees = tuple(tuple(operator.index(d) for d in layer) for layer in degrees)
+        except TypeError:
+            raise ValueError(f"degrees must be {expected}, got {degrees!r}") from None
+        if tuple(map(len, degrees)) != self.hidden_features:
+            raise ValueError(f"degrees must be {expected}, got {degrees!r}")
+        for layer in degrees:
+            counts = np.unique(layer, return_counts=True)[1]
+            if (
+                any(a > b for a, b in zip(layer[:-1], layer[1:]))
+                or not low == layer[0] <= layer[-1] <= top
+                or counts[0] < counts.max()
+            ):
+                raise ValueError(f"degrees must be {expected}, got {degrees!r}")
+        return degrees
 
     @property
     def block(self) -> int:
@@ -141,8 +180,10 @@ class MadeLayout:
         degree, so that every step of the inverse computes as many units; a layer
         with fewer units than degrees spreads them evenly. Deeper layers use the
         degrees of the layer below. The lowest degree is always present, so every
-        output that can have inputs has some.
+        output that can have inputs has some. Given ``degrees`` replace all this.
         """
+        if self.degrees is not None:
+            return tuple(np.asarray(layer) for layer in self.degrees)
         useful = np.arange(-1 if self.context else 0, self.steps - 1)
         if useful.size == 0:  # a single rank and no context: outputs are constants
             useful = np.array([-1])

@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
     fit.add_argument(
-        "--activation", default="relu", help="relu, elu, gelu, silu, tanh or leaky_relu"
+        "--activation", default="relu", help="relu, elu, gelu, gelu_exact, silu, tanh or leaky_relu"
     )
     fit.add_argument(
         "--precision", choices=("highest", "high", "default"), default="highest",

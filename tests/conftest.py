@@ -83,7 +83,8 @@ os.environ.setdefault("MAF_JAX_COMPILATION_CACHE", "off")
 @st.composite
 def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
     """A random transform: ``kwargs`` of a ``MaskedAutoregressiveTransform`` (features,
-    passes, order, context, hidden sizes, activation, an incremental schedule), a
+    passes, order, context, hidden sizes, activation, an incremental schedule, and
+    half the time hidden degrees of its own), a
     number of ``rows`` and a ``seed``."""
     import jax
     import jax.numpy as jnp
@@ -105,4 +106,15 @@ def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
         activation=draw(st.sampled_from([jax.nn.relu, jax.nn.elu, jnp.tanh])),
         inverse=inverse,
     )
+    if draw(st.booleans()):  # any degrees, as an imported model may have
+        block = -(-n // kwargs["passes"])
+        top = max(-(-n // block) - 2, -1)
+        low, degrees = (-1 if kwargs["context"] else min(0, top)), []
+        for h in kwargs["hidden_features"]:
+            # at least as many units of the lowest degree as of any other
+            lowest = draw(st.integers(1, h))
+            others = draw(st.lists(st.integers(low, top), min_size=h - lowest, max_size=h - lowest))
+            capped = [d if others[:i].count(d) < lowest else low for i, d in enumerate(others)]
+            degrees.append(tuple(sorted([low] * lowest + capped)))
+        kwargs["degrees"] = tuple(degrees)
     return dict(kwargs=kwargs, rows=draw(st.integers(1, 7)), seed=draw(st.integers(0, 2**16)))

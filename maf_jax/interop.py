@@ -1,0 +1,361 @@
+"""Trained flows to and from zuko (PyTorch): the same densities and samples in either library.
+
+``from_zuko`` reads a ``zuko.flows.MAF`` or ``zuko.flows.NSF``; ``to_zuko`` writes one.
+torch and zuko are an optional extra: ``pip install 'maf-jax[interop]'``.
+
+Both libraries build the same masked network up to three permutations: maf_jax sorts
+the features by rank and the hidden units by degree, and lays the outputs out in
+sorted feature order, where zuko keeps the features in place. zuko names a hidden
+unit by the set of inputs it sees, which for a MAF is "the features of rank below
+``r``"; that unit has degree ``r - 1`` here. Its ``order`` buffer holds the ranks
+``order // ceil(features / passes)``, not the permutation: any permutation with
+those ranks gives the same function, and ``from_zuko`` takes the stable one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maf_jax.config import ACTIVATIONS
+from maf_jax.flows import MAF, NSF
+from maf_jax.masks import MadeLayout
+from maf_jax.spline import RationalQuadraticSpline
+from maf_jax.standardized import Standardized
+from maf_jax.univariate import MonotonicAffineTransform
+
+__all__ = ["from_zuko", "to_zuko"]
+
+# torch activation modules and the names of maf_jax.config.ACTIVATIONS
+_ACTIVATIONS = {
+    ("ReLU", ()): "relu",
+    ("ELU", (("alpha", 1.0),)): "elu",
+    ("SiLU", ()): "silu",
+    ("Tanh", ()): "tanh",
+    ("LeakyReLU", (("negative_slope", 0.01),)): "leaky_relu",
+    ("GELU", (("approximate", "tanh"),)): "gelu",
+    ("GELU", (("approximate", "none"),)): "gelu_exact",
+}
+_SETTINGS = {"ELU": ("alpha",), "LeakyReLU": ("negative_slope",), "GELU": ("approximate",)}
+
+
+def _modules():
+    try:
+        import torch
+        import zuko
+    except ImportError:
+        raise ImportError(
+            "zuko interop needs torch and zuko: pip install 'maf-jax[interop]'"
+        ) from None
+    return torch, zuko
+
+
+def _activation_name(module) -> str:
+    kind = type(module).__name__
+    key = (kind, tuple((k, getattr(module, k)) for k in _SETTINGS.get(kind, ())))
+    if key not in _ACTIVATIONS:
+        supported = sorted({k for k, _ in _ACTIVATIONS})
+        raise ValueError(f"activation {module!r} has no maf_jax counterpart; one of {supported}")
+    return _ACTIVATIONS[key]
+
+
+def _univariate(t):
+    """The maf_jax univariate of a zuko transform's ``univariate`` and ``shapes``."""
+    _, zuko = _modules()
+    univariate, shapes = t.univariate, [tuple(s) for s in t.shapes]
+    options = {}
+    if isinstance(univariate, functools.partial) and not univariate.args:
+        univariate, options = univariate.func, dict(univariate.keywords)
+    if univariate is zuko.transforms.MonotonicAffineTransform and shapes == [(), ()]:
+        if options.get("slope", 1e-3) == 1e-3 and set(options) <= {"slope"}:
+            return MonotonicAffineTransform
+    if univariate is zuko.transforms.MonotonicRQSTransform and set(options) <= {"bound", "slope"}:
+        if len(shapes) == 3 and shapes[0] == shapes[1] and len(shapes[0]) == 1:
+            spline = RationalQuadraticSpline(shapes[0][0], **options)
+            if shapes == [tuple(s) for s in spline.shapes]:
+                return spline
+    raise ValueError(
+        f"univariate {t.univariate!r} with shapes {shapes} has no maf_jax counterpart: "
+        "MonotonicAffineTransform (slope 1e-3) or MonotonicRQSTransform are"
+    )
+
+
+def _zuko_degrees(ranks: np.ndarray, context: int, hidden: tuple[int, ...]) -> list[np.ndarray]:
+    """The degrees of zuko's hidden units, in zuko's unit order.
+
+    zuko labels units by the distinct rows of the adjacency, in sorted order: for a
+    MAF, rank ``r``'s row (the features of rank below ``r``, the context) comes
+    before rank ``r + 1``'s. Layer 0 cycles through the labels that see some input,
+    each next layer through those above a label of the layer below.
+    """
+    labels = np.unique(ranks)
+    reachable = labels if context else labels[labels > 0]
+    degrees = []
+    for size in hidden:
+        label = reachable[np.arange(size) % len(reachable)]
+        degrees.append(label - 1)
+        reachable = labels[labels >= label.min()]
+    return degrees
+
+
+def _degree_masks(inputs: np.ndarray, hidden, outputs: np.ndarray) -> list[np.ndarray]:
+    """Masks ``(out, in)`` of the degree rule, in any order of the units.
+
+    A unit sees the units below of degree ``<=`` its own; an output of rank ``r``
+    sees the units of degree ``< r``.
+    """
+    degrees = [inputs, *hidden, outputs - 1]
+    return [b[:, None] >= a[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
+
+
+def _least_degrees(masks, inputs: np.ndarray, outputs: np.ndarray, top: int) -> list[np.ndarray]:
+    """The least hidden degrees whose degree-rule masks could be ``masks``.
+
+    Each connection is a difference constraint (``d_below <= d_unit``, or ``>`` where
+    there is none); raising every degree to the largest lower bound they imply
+    until nothing moves gives the least solution, which the caller checks.
+    """
+    degrees = [inputs, *(np.full(m.shape[0], -1) for m in masks[:-1]), outputs - 1]
+    for _ in range((top + 3) * len(masks)):
+        moved = False
+        for k in range(1, len(degrees) - 1):
+            below, above = masks[k - 1], masks[k]
+            bound = np.maximum(
+                np.where(below, degrees[k - 1][None, :], -1).max(1, initial=-1),
+                np.where(above, -1, degrees[k + 1][:, None] + 1).max(0, initial=-1),
+            )
+            new = np.minimum(np.maximum(degrees[k], bound), top + 1)
+            moved |= not np.array_equal(new, degrees[k])
+            degrees[k] = new
+        if not moved:
+            break
+    return degrees[1:-1]
+
+
+def _read_transform(t, activation: str | None):
+    """``(settings, order, degrees, layers)`` of a zuko ``MaskedAutoregressiveTransform``.
+
+    ``layers`` are NumPy ``(weight * mask, bias)`` in zuko's layout, ``degrees``
+    those of the hidden units in zuko's order.
+    """
+    torch, zuko = _modules()
+    if not isinstance(t, zuko.flows.autoregressive.MaskedAutoregressiveTransform):
+        raise ValueError(
+            f"transform {type(t).__name__} is not a masked autoregressive transform "
+            "(zuko builds an elementwise one for features=1, which maf_jax does not import)"
+        )
+    if t.order is None:
+        raise ValueError("zuko transforms built from an adjacency matrix cannot be imported")
+    linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
+    others = [m for m in t.hyper if not isinstance(m, zuko.nn.MaskedLinear)]
+    if any(isinstance(m, zuko.nn.Residual) for m in others):
+        raise ValueError("zuko networks with residual=True cannot be imported")
+    names = {_activation_name(m) for m in others}
+    if len(names) > 1 or (activation is not None and names - {activation}):
+        raise ValueError(f"transforms with different activations cannot be imported: {names}")
+    ranks = t.order.cpu().numpy().astype(np.int64)
+    features, total = len(ranks), t.total
+    context = linears[0].in_features - features
+    settings = dict(
+        passes=t.passes,
+        hidden_features=tuple(m.out_features for m in linears[:-1]),
+        activation=next(iter(names), activation or "relu"),
+        univariate=_univariate(t),
+    )
+    order = np.argsort(np.argsort(ranks, kind="stable"))  # a permutation with these ranks
+    block = math.ceil(features / settings["passes"])
+    if not np.array_equal(order // block, ranks):
+        raise ValueError(f"order buffer {ranks.tolist()} is not a zuko rank vector")
+    inputs = np.concatenate([ranks, np.full(context, -1)])
+    outputs = np.repeat(ranks, total)
+    masks = [m.mask.cpu().numpy() for m in linears]
+    # zuko's construction, or (a model that to_zuko wrote) whatever the masks say
+    for degrees in (
+        _zuko_degrees(ranks, context, settings["hidden_features"]),
+        _least_degrees(masks, inputs, outputs, top=int(ranks.max()) - 1),
+    ):
+        if all(map(np.array_equal, _degree_masks(inputs, degrees, outputs), masks)):
+            break
+    else:
+        raise ValueError(
+            "the masks of this zuko network follow no degrees that maf_jax can express "
+            "(built by another zuko version, or edited?)"
+        )
+    with torch.no_grad():
+        layers = [
+            tuple(a.detach().cpu().double().numpy() for a in (m.weight * m.mask, m.bias))
+            for m in linears
+        ]
+    return settings | dict(features=features, context=context, total=total), order, degrees, layers
+
+
+def _permutations(order, degrees, total, context):
+    """Index maps from maf_jax's units to zuko's: inputs, each hidden layer, outputs."""
+    features = len(order)
+    sorted_features = np.argsort(order)  # sorted position p holds feature sorted_features[p]
+    inputs = np.concatenate([sorted_features, features + np.arange(context)])
+    hidden = [np.argsort(d, kind="stable") for d in degrees]
+    outputs = (sorted_features[:, None] * total + np.arange(total)).reshape(-1)
+    return [inputs, *hidden, outputs]
+
+
+def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
+    """A maf_jax ``MAF`` (or ``NSF``) with the parameters and orders of a zuko flow.
+
+    ``log_prob`` agrees with zuko's to float32 rounding on the same inputs, and the
+    inverse maps the same noise to the same samples.
+
+    Args:
+        flow: A ``zuko.flows.MAF`` or ``zuko.flows.NSF`` (features >= 2, no
+            ``adjacency``, no ``residual``), on any device.
+        param_dtype: The dtype of the imported parameters.
+
+    Raises:
+        ValueError: For a flow or a part of it that maf_jax cannot express, naming it.
+        ImportError: Without torch and zuko.
+    """
+    _, zuko = _modules()
+    if not isinstance(flow, zuko.flows.MAF):
+        raise ValueError(f"expected a zuko.flows.MAF or NSF, got {type(flow).__name__}")
+    base = flow.base()
+    if not (
+        isinstance(base, zuko.distributions.DiagNormal)
+        and base.mean.eq(0).all()
+        and base.stddev.eq(1).all()
+    ):
+        raise ValueError(f"only a standard normal base can be imported, got {base}")
+    transforms = list(flow.transform.transforms)
+    read, activation = [], None
+    for t in transforms:
+        read.append(_read_transform(t, activation))
+        activation = read[-1][0]["activation"]
+    settings, _, degrees, _ = read[0]
+    degrees = [np.sort(d) for d in degrees]
+    if any(
+        r[0] != settings or not all(map(np.array_equal, map(np.sort, r[2]), degrees)) for r in read
+    ):
+        raise ValueError("transforms with different structures cannot be imported into one MAF")
+    sizes = [settings[k] for k in ("features", "context", "passes", "hidden_features", "total")]
+    layout = MadeLayout(*sizes)
+    if not all(map(np.array_equal, layout.hidden_degrees, degrees)):  # else maf_jax's own
+        layout = MadeLayout(*sizes, degrees=tuple(tuple(int(v) for v in d) for d in degrees))
+    common = dict(
+        passes=settings["passes"],
+        hidden_features=settings["hidden_features"],
+        activation=ACTIVATIONS[settings["activation"]],
+        degrees=layout.degrees,
+        param_dtype=param_dtype,
+        rngs=nnx.Rngs(0),
+    )
+    univariate = settings["univariate"]
+    if isinstance(univariate, RationalQuadraticSpline):
+        spline = dict(bins=univariate.bins, bound=univariate.bound, slope=univariate.slope)
+        out = NSF(layout.features, layout.context, len(transforms), **spline, **common)
+    else:
+        out = MAF(layout.features, layout.context, len(transforms), **common)
+    for module, (_, order, unit_degrees, layers) in zip(out.transforms, read):
+        maps = _permutations(order, unit_degrees, layout.total, layout.context)
+        module.order[...] = jnp.asarray(order, jnp.int32)
+        for k, (layer, (weight, bias)) in enumerate(zip(module.hyper.layers, layers)):
+            inputs, outputs = maps[k], maps[k + 1]
+            layer.kernel[...] = jnp.asarray(weight[np.ix_(outputs, inputs)].T, param_dtype)
+            layer.bias[...] = jnp.asarray(bias[outputs], param_dtype)
+    return out
+
+
+def _torch_activation(activation):
+    torch, _ = _modules()
+    name = {fn: name for name, fn in ACTIVATIONS.items()}.get(activation)
+    modules = {
+        "relu": torch.nn.ReLU,
+        "elu": torch.nn.ELU,
+        "silu": torch.nn.SiLU,
+        "tanh": torch.nn.Tanh,
+        "leaky_relu": torch.nn.LeakyReLU,
+        "gelu": functools.partial(torch.nn.GELU, approximate="tanh"),
+        "gelu_exact": torch.nn.GELU,
+    }
+    if name not in modules:
+        raise ValueError(
+            f"activation {activation!r} has no torch counterpart; one of {sorted(modules)}"
+        )
+    return modules[name]
+
+
+def to_zuko(flow):
+    """A ``zuko.flows.MAF`` (or ``NSF``) with the parameters and orders of ``flow``.
+
+    Its masks are maf_jax's, stored in zuko's mask buffers (and state dict), so
+    that it computes the same function; zuko's own construction spreads hidden
+    units over degrees differently. A model from ``from_zuko`` comes back as it
+    was, but for the weights its masks zero, which never act.
+
+    Args:
+        flow: A maf_jax ``MAF`` or ``NSF`` with the affine or spline univariate.
+
+    Returns:
+        The zuko flow, float32, on the CPU.
+
+    Raises:
+        ValueError: For a model zuko cannot express (one feature, a standardized
+            model, a custom univariate or activation), naming it.
+        ImportError: Without torch and zuko.
+    """
+    torch, zuko = _modules()
+    if isinstance(flow, Standardized):
+        raise ValueError(
+            "a Standardized model has no zuko counterpart: export model.flow and "
+            "standardize the data with model.mean and model.std"
+        )
+    if not isinstance(flow, MAF):
+        raise ValueError(f"expected a maf_jax MAF or NSF, got {type(flow).__name__}")
+    first = flow.transforms[0]
+    layout = first.layout
+    if layout.features < 2:
+        raise ValueError("zuko builds an elementwise transform for features=1: cannot export")
+    kwargs = dict(
+        passes=layout.passes,
+        hidden_features=layout.hidden_features,
+        activation=_torch_activation(first.hyper.activation),
+    )
+    if first.univariate is MonotonicAffineTransform:
+        out = zuko.flows.MAF(layout.features, layout.context, len(flow.transforms), **kwargs)
+    elif isinstance(first.univariate, RationalQuadraticSpline):
+        spline = first.univariate
+        out = zuko.flows.NSF(
+            layout.features, layout.context, spline.bins, spline.slope,
+            transforms=len(flow.transforms), **kwargs,
+        )  # fmt: skip
+        for t in out.transform.transforms:
+            t.univariate = functools.partial(
+                zuko.transforms.MonotonicRQSTransform, bound=spline.bound, slope=spline.slope
+            )
+    else:
+        raise ValueError(f"univariate {first.univariate!r} has no zuko counterpart")
+    # hidden units in zuko's order where the degrees are those zuko builds (an
+    # imported model comes back unit for unit), else in maf_jax's
+    zuko_degrees = _zuko_degrees(
+        np.arange(layout.features) // layout.block, layout.context, layout.hidden_features
+    )
+    degrees = [
+        z if np.array_equal(np.sort(z), d) else d
+        for z, d in zip(zuko_degrees, layout.hidden_degrees)
+    ]
+    for module, t in zip(flow.transforms, out.transform.transforms):
+        order = np.asarray(module.order[...])
+        maps = _permutations(order, degrees, layout.total, layout.context)
+        linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
+        with torch.no_grad():
+            t.order = torch.as_tensor(order // layout.block, dtype=torch.int64)
+            for k, (layer, linear) in enumerate(zip(module.hyper.layers, linears)):
+                inverse = [np.argsort(maps[k]), np.argsort(maps[k + 1])]
+                kernel, bias = (np.asarray(a, np.float32) for a in layer.weights)
+                mask = np.asarray(layer.mask)
+                linear.mask = torch.as_tensor(mask[np.ix_(*inverse)].T.copy())
+                linear.weight.copy_(torch.as_tensor(kernel[np.ix_(*inverse)].T.copy()))
+                linear.bias.copy_(torch.as_tensor(bias[inverse[1]].copy()))
+    return out
