@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from maf_jax._checks import positive_int
 from maf_jax.network import matmul
-from maf_jax.schedule import Group, Layer, schedule
+from maf_jax.schedule import Group, Layer, schedule, with_null_units
 
 __all__ = ["Incremental", "Network", "incremental_inverse", "solve"]
 
@@ -124,8 +124,9 @@ def incremental_inverse(
     """
     y, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
-    plan = schedule(t.layout, blocks, groups)
-    (kernel, bias), *rest = t.weights
+    layout, nulls = with_null_units(t.layout)
+    plan = schedule(layout, blocks, groups)
+    (kernel, bias), *rest = _with_null_units(t.weights, nulls)
     rest = tuple((w.T, b) for w, b in rest)
     first = kernel[:features].T
 
@@ -140,6 +141,17 @@ def incremental_inverse(
             solve_rows, chunk, y, bias + matmul(context, kernel[features:], t.precision)
         )
     return t._unflat(x, ladj, lead, unsort=True)
+
+
+def _with_null_units(weights, nulls: tuple[int, ...]):
+    """``weights`` with ``nulls[k]`` zero units before hidden layer ``k``'s."""
+    weights = list(weights)
+    for k, null in enumerate(nulls):
+        if null:
+            (w, b), (w_next, b_next) = weights[k], weights[k + 1]
+            weights[k] = jnp.pad(w, ((0, 0), (null, 0))), jnp.pad(b, (null, 0))
+            weights[k + 1] = jnp.pad(w_next, ((null, 0), (0, 0))), b_next
+    return tuple(weights)
 
 
 @dataclasses.dataclass(frozen=True)

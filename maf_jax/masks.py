@@ -84,9 +84,8 @@ class MadeLayout:
         passes: The number of passes requested (clamped to ``features``).
         hidden_features: Sizes of the hidden layers.
         total: Number of univariate parameters per feature.
-        degrees: The degrees of each hidden layer's units, ascending, from the
-            lowest useful degree (-1 with context, else 0) to ``steps - 2``, that
-            one the most frequent; ``None`` (the default) spreads them evenly (see
+        degrees: The degrees of each hidden layer's units, ascending, in
+            ``[-1, steps - 2]``; ``None`` (the default) spreads them evenly (see
             ``hidden_degrees``). Models imported from zuko keep zuko's.
     """
 
@@ -117,34 +116,22 @@ class MadeLayout:
             object.__setattr__(self, "degrees", self._check_degrees(self.degrees))
 
     def _check_degrees(self, degrees) -> tuple[tuple[int, ...], ...]:
-        """``degrees`` as tuples, if the schedule of the inverse can run them.
-
-        Each layer ascending in ``[low, steps - 2]``, starting at ``low`` (``-1``
-        with context, else ``0``), with no fewer units of degree ``low`` than of any
-        other: a step that makes no unit of a layer final then recomputes final
-        units of degree ``low`` (``maf_jax.schedule``).
-        """
+        """``degrees`` as tuples, each layer ascending in ``[-1, steps - 2]``."""
         top = max(self.steps - 2, -1)
-        low = -1 if self.context else min(0, top)
         expected = (
-            f"one ascending sequence of integers in [{low}, {top}] per hidden layer, of "
-            f"sizes {self.hidden_features}, each starting at {low} with no fewer units "
-            f"of degree {low} than of any other degree"
+            f"one ascending sequence of integers in [-1, {top}] per hidden layer, of "
+            f"sizes {self.hidden_features}"
         )
         try:
             degrees = tuple(tuple(operator.index(d) for d in layer) for layer in degrees)
         except TypeError:
             raise ValueError(f"degrees must be {expected}, got {degrees!r}") from None
-        if tuple(map(len, degrees)) != self.hidden_features:
+        if tuple(map(len, degrees)) != self.hidden_features or any(
+            any(a > b for a, b in zip(layer[:-1], layer[1:]))
+            or not -1 <= layer[0] <= layer[-1] <= top
+            for layer in degrees
+        ):
             raise ValueError(f"degrees must be {expected}, got {degrees!r}")
-        for layer in degrees:
-            counts = np.unique(layer, return_counts=True)[1]
-            if (
-                any(a > b for a, b in zip(layer[:-1], layer[1:]))
-                or not low == layer[0] <= layer[-1] <= top
-                or counts[0] < counts.max()
-            ):
-                raise ValueError(f"degrees must be {expected}, got {degrees!r}")
         return degrees
 
     @property

@@ -22,7 +22,7 @@ import numpy as np
 
 from maf_jax.masks import MadeLayout
 
-__all__ = ["Group", "Layer", "schedule"]
+__all__ = ["Group", "Layer", "schedule", "with_null_units"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,3 +169,31 @@ def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> 
             for part in np.array_split(padded.reshape(count, k), min(groups, count))
         ]
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[int, ...]]:
+    """``layout`` with null units prepended to hidden layers that need them.
+
+    At a step that makes no unit of a layer final, the schedule recomputes final
+    units of the layer's lowest degree, as many as the widest degree has; every
+    layer must hold them, at the degree where the first layer starts. The layouts
+    that maf_jax and zuko build do; others (from a file, say) get null units there,
+    with zero weights in and out, which change no output.
+
+    Returns:
+        The layout to schedule, and the number of null units before each layer.
+    """
+    if not layout.hidden_features:
+        return layout, ()
+    low = min(int(d[0]) for d in layout.hidden_degrees)
+    degrees, nulls = [], []
+    for degree in layout.hidden_degrees:
+        counts = np.bincount(degree - low)
+        null = int(counts.max() - counts[0])
+        degrees.append((low,) * null + tuple(int(d) for d in degree))
+        nulls.append(null)
+    if not any(nulls):
+        return layout, tuple(nulls)
+    sizes = tuple(map(len, degrees))
+    return dataclasses.replace(layout, hidden_features=sizes, degrees=tuple(degrees)), tuple(nulls)

@@ -109,12 +109,8 @@ def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
     if draw(st.booleans()):  # any degrees, as an imported model may have
         block = -(-n // kwargs["passes"])
         top = max(-(-n // block) - 2, -1)
-        low, degrees = (-1 if kwargs["context"] else min(0, top)), []
-        for h in kwargs["hidden_features"]:
-            # at least as many units of the lowest degree as of any other
-            lowest = draw(st.integers(1, h))
-            others = draw(st.lists(st.integers(low, top), min_size=h - lowest, max_size=h - lowest))
-            capped = [d if others[:i].count(d) < lowest else low for i, d in enumerate(others)]
-            degrees.append(tuple(sorted([low] * lowest + capped)))
-        kwargs["degrees"] = tuple(degrees)
+        kwargs["degrees"] = tuple(
+            tuple(sorted(draw(st.lists(st.integers(-1, top), min_size=h, max_size=h))))
+            for h in kwargs["hidden_features"]
+        )
     return dict(kwargs=kwargs, rows=draw(st.integers(1, 7)), seed=draw(st.integers(0, 2**16)))
