@@ -65,7 +65,8 @@ def test_early_stopping_keeps_the_best_parameters(data):
     )
     assert history.stopped == "early stopping" and len(history.val_nll) < 200
     assert history.best_epoch == len(history.val_nll) - 3
-    _, val = split(len(data), (0.9, 0.1), jax.random.split(jax.random.key(1))[0])
+    split_key = jax.random.split(jax.random.key(1))[0]  # shard 0 of 1 splits with fold_in(., 0)
+    _, val = split(len(data), (0.9, 0.1), jax.random.fold_in(split_key, 0))
     nll = -float(model().log_prob(jnp.asarray(data[val], jnp.float32)).mean())
     assert nll == pytest.approx(history.val_nll[history.best_epoch], rel=1e-5)
 
