@@ -327,16 +327,14 @@ class Loop:
         shown = self.progress and jax.process_index() == 0
         rows = self.per_shard * self.shards.count
         flags = self.devices // jax.process_count()
-        bar = tqdm(
-            total=self.epochs,
-            initial=state.epoch,
-            disable=not shown,
-            unit="epoch",
-            dynamic_ncols=True,
-        )
-        # closed on any exit, an interrupt too, so that what follows starts a new line
         flags = [self._global(np.full(flags, value), self.devices) for value in (False, True)]
-        with bar, _StopRequests(self.checkpoint is not None) as stop:
+        counts = dict(total=self.epochs, initial=state.epoch, unit="epoch")
+        # the bar is closed on any exit, an interrupt too, so that what follows starts a
+        # new line; signals are caught before it shows
+        with (
+            _StopRequests(self.checkpoint is not None) as stop,
+            tqdm(**counts, disable=not shown, dynamic_ncols=True) as bar,
+        ):
             orders, asked = None, None
             while not self._finished(state, bar):
                 if orders is None:
