@@ -123,3 +123,29 @@ def test_a_process_that_dies_ends_the_other_with_an_error(files, tmp_path, kille
         "This most likely indicates that another task died" in err
         or "maf-jax fit: error: another process of the job failed or stopped answering" in err
     ), err[-3000:]
+
+
+def test_sigterm_to_one_process_stops_both_after_the_same_step_and_the_state_resumes(
+    files, tmp_path
+):
+    output = tmp_path / "m.npz"
+    budget = ["--steps", "600", "--patience", "1000", "--checkpoint-every", "10"]
+    processes = job(files, output, *budget)
+    state = output.with_suffix(".train.npz")
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-3000:]
+        time.sleep(0.01)
+    processes[1].send_signal(signal.SIGTERM)
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [130, 130], errors[0][-3000:] + errors[1][-3000:]
+    steps = {int(err.split("interrupted after step ")[1].split(";")[0]) for err in errors}
+    assert len(steps) == 1 and 10 <= min(steps) < 600, errors  # both stopped after one step
+    # continued by one process on one device, it ends like a run on one device throughout
+    resumed = fit(files, output, *budget, "--shards", "2", "--resume", str(state))
+    straight = fit(files, tmp_path / "straight.npz", *budget, "--shards", "2")
+    for command in (resumed, straight):
+        done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for a, b in zip(parameters(output), parameters(tmp_path / "straight.npz"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
