@@ -118,7 +118,7 @@ def read_record(path) -> tuple[dict, dict]:
     raw = read_npz(path, [RECORD], stored=True)[RECORD]
     try:
         record = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CheckpointError(f"{path}: the training record is not JSON ({error})") from None
     return _check_record(path, record), headers
 

@@ -99,7 +99,7 @@ def _mesh(mesh):
     devices = mesh.devices.reshape(mesh.devices.shape[0], -1)
     owners = [{d.process_index for d in row} for row in devices]
     expected = np.repeat(np.arange(processes), len(devices) // processes)
-    if len(devices) % processes or [o for o in owners] != [{p} for p in expected]:
+    if len(devices) % processes or owners != [{p} for p in expected]:
         raise ValueError(
             "mesh: under jax.distributed its first axis must list the devices of process 0, "
             "then of process 1, and so on, the same number each (jax.make_mesh over "

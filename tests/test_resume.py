@@ -121,6 +121,11 @@ KERNEL = "params/flow/transforms/0/hyper/layers/0/kernel"
         (record_update(step=-1), {}, "step is negative"),
         (record_update(best="x"), {}, "best is missing or malformed"),
         (record_update(format="other"), {}, "not a maf-jax training checkpoint"),
+        (
+            lambda a: a.update({"__training__": np.frombuffer(b"[" * 100_000, np.uint8)}),
+            {},
+            "the training record is not JSON",
+        ),
         (lambda a: a.pop(KERNEL), {}, "missing \\['params/flow/transforms/0/hyper/layers/0"),
         (lambda a: a.update({KERNEL: a[KERNEL][:1]}), {}, "kernel has shape \\(1, 8\\)"),
         (lambda a: a.update({KERNEL: a[KERNEL] * np.nan}), {}, "kernel holds NaN or inf"),

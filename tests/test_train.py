@@ -113,6 +113,9 @@ def test_steps_budget_and_conditional_fit():
         (dict(validation=1.0), "fraction in \\[0, 1\\)"),
         (dict(epochs=1, steps=1), "epochs or steps, not both"),
         (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=25, shards=2), "batch_size 25 must be a multiple of the 2 shards"),
+        (dict(shards=0), "shards must be a positive integer"),
+        (dict(checkpoint_every=5), "checkpoint_every must be a positive integer, with a"),
     ],
 )
 def test_fit_errors(data, kwargs, match):
