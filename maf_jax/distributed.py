@@ -8,6 +8,10 @@ process's part. On one process the same functions are the identity or a copy, so
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -34,8 +38,20 @@ def initialize(
         timeout: Seconds to wait for the other processes to connect, and after
             which a process that sends no heartbeat is declared dead: the others then
             end with an error instead of waiting for it forever.
+
+    Raises:
+        ValueError: For a ``process_id`` out of ``[0, num_processes)``.
+        TimeoutError: If process 0 does not accept connections within ``timeout``.
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if None not in (num_processes, process_id) and not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"process_id must be in [0, {num_processes}) for {num_processes} processes, "
+            f"got {process_id}"
+        )
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator and process_id:  # XLA aborts the process if it cannot: say why first
+        _wait_for(coordinator, timeout)
     jax.distributed.initialize(
         coordinator,
         num_processes,
@@ -44,6 +60,26 @@ def initialize(
         heartbeat_timeout_seconds=timeout,
         shutdown_timeout_seconds=timeout,
     )
+
+
+def _wait_for(address: str, timeout: float) -> None:
+    """Waits until ``host:port`` accepts connections.
+
+    Raises:
+        TimeoutError: If it does not within ``timeout`` seconds.
+    """
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"could not reach the coordinator {address} (process 0) within {timeout} s"
+                ) from None
+            time.sleep(0.2)
 
 
 def process_rows(rows: int, index: int | None = None, count: int | None = None) -> slice:

@@ -25,7 +25,9 @@ def join(args) -> bool:
 
     try:
         initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)
-    except RuntimeError as error:  # the coordinator never answered, say
+    except TimeoutError as error:
+        raise ValueError(str(error)) from None
+    except RuntimeError as error:  # a second initialisation, say
         where = f" at {args.coordinator}" if args.coordinator else ""
         first = str(error).strip().splitlines()[0]
         raise ValueError(f"could not join the job{where} in {args.timeout} s: {first}") from None

@@ -149,3 +149,22 @@ def test_sigterm_to_one_process_stops_both_after_the_same_step_and_the_state_res
         assert done.returncode == 0, done.stderr[-3000:]
     for a, b in zip(parameters(output), parameters(tmp_path / "straight.npz"), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--process-id", "2"], "process_id must be in [0, 2) for 2 processes, got 2"),
+        (["--process-id", "1", "--timeout", "2"], "could not reach the coordinator 127.0.0.1:"),
+        (["--coordinator", "nowhere"], "--coordinator: expected HOST:PORT, got 'nowhere'"),
+    ],
+)
+def test_a_job_that_cannot_start_ends_with_one_line(files, tmp_path, extra, message):
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    command = fit(files, tmp_path / "m.npz", "--coordinator", address, "--num-processes", "2")
+    done = subprocess.run(
+        command + extra, env=devices(2), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not any(tmp_path.iterdir())
