@@ -84,7 +84,7 @@ class Chain:
             x, step_ladj = getattr(bijection, method)(x)
             return (x, ladj + step_ladj), None
 
-        init = (x, jnp.zeros(x.shape[:-1], x.dtype))
+        init = (x, jnp.zeros_like(x[..., 0]))  # varying like x inside shard_map
         (x, ladj), _ = jax.lax.scan(step, init, self.stacked, reverse=reverse, unroll=unroll)
         return x, ladj
 

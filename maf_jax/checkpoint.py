@@ -29,7 +29,7 @@ from maf_jax.masks import check_order
 from maf_jax.npyio import ArrayFileError, read_npz, read_npz_headers
 from maf_jax.standardized import Standardization
 
-__all__ = ["ACTIVATIONS", "CheckpointError", "load", "save", "write"]
+__all__ = ["ACTIVATIONS", "CheckpointError", "check_values", "load", "save", "write"]
 
 SAVED = (nnx.Param, Order, Standardization)
 CONFIG = "__config__"
@@ -92,7 +92,8 @@ def _read_config(path: Path, headers: dict) -> dict:
         raise CheckpointError(f"{path}: configuration is not JSON ({error})") from None
 
 
-def _check_values(path: Path, name: str, array: np.ndarray, features: int) -> None:
+def check_values(path: Path, name: str, array: np.ndarray, features: int) -> None:
+    """Refuses values no trained model holds: NaN or inf, bad orders, ``std <= 0``."""
     if name.endswith("order"):
         try:
             check_order(array, features)
@@ -152,6 +153,6 @@ def load(path):
     except ArrayFileError as error:
         raise CheckpointError(f"{path}: {error}") from None
     for name, variable in variables.items():
-        _check_values(path, name, arrays[name], config["features"])
+        check_values(path, name, arrays[name], config["features"])
         variable.set_value(jnp.asarray(arrays[name]))
     return nnx.merge(graphdef, state)

@@ -66,6 +66,9 @@ def _check_fits_in_memory(parameters: int) -> None:
 
 
 def _fit(args) -> dict:
+    from maf_jax.job import join, mesh_of, train_checkpoint
+
+    distributed = join(args)  # before any other JAX call
     import jax
     import optax
     from flax import nnx
@@ -73,9 +76,11 @@ def _fit(args) -> dict:
     from maf_jax import MAF, NSF, checkpoint
     from maf_jax.config import size
     from maf_jax.data import DataError
+    from maf_jax.distributed import process_rows
     from maf_jax.files import atomic_write, check_output
     from maf_jax.train import fit
 
+    main = jax.process_index() == 0
     if args.activation not in checkpoint.ACTIVATIONS:
         raise DataError(
             f"unknown activation {args.activation!r}; one of {sorted(checkpoint.ACTIVATIONS)}"
@@ -85,9 +90,14 @@ def _fit(args) -> dict:
     summary_path = check_output(
         args.summary or output.with_suffix(".json"), SUMMARIES, inputs, [output]
     )
+    args.train_state = train_checkpoint(args, output, summary_path)
     key = jax.random.key(args.seed)
     data = _data(args, key)
     context = _context(args, len(data))
+    rows = len(data)
+    if distributed:  # each process keeps its own block of rows
+        block = process_rows(rows)
+        data, context = data[block], None if context is None else context[block]
     sizes = dict(
         features=data.shape[1],
         context=0 if context is None else context.shape[1],
@@ -109,12 +119,7 @@ def _fit(args) -> dict:
         inverse=args.inverse,
         rngs=nnx.Rngs(args.seed),
     )
-    mesh = None
-    if args.devices > 1:
-        devices = jax.local_devices()
-        if args.devices > len(devices):
-            raise DataError(f"--devices {args.devices}: this process has {len(devices)} device(s)")
-        mesh = jax.make_mesh((args.devices,), ("data",), devices=devices[: args.devices])
+    mesh = mesh_of(args, distributed)
     start = time.perf_counter()
     model, history = fit(
         flow,
@@ -129,13 +134,17 @@ def _fit(args) -> dict:
         patience=args.patience,
         progress=not args.no_progress,
         mesh=mesh,
+        shards=args.shards,
+        checkpoint=args.train_state,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
     seconds = time.perf_counter() - start
     if history.steps == 0:
         raise DataError(f"training failed before the first epoch ended: {history.stopped}")
     summary = dict(
         data=str(args.data),
-        rows=len(data),
+        rows=rows,
         features=data.shape[1],
         context=0 if context is None else context.shape[1],
         checkpoint=str(output),
@@ -145,13 +154,19 @@ def _fit(args) -> dict:
         train_nll=history.train_loss[-1],
         val_nll=min(history.val_nll) if history.val_nll else None,
         stopped=history.stopped,
+        resumed_from=args.resume,
+        processes=jax.process_count(),
+        devices=1 if mesh is None else mesh.size,
         seconds=round(seconds, 2),
     )
+    if not main:
+        return summary
     # Both written to temporary files, then both renamed: an interrupt before the
     # renames leaves every file as it was.
     with atomic_write(output) as model_file, atomic_write(summary_path, "w") as summary_file:
         checkpoint.write(model_file, model)
         json.dump(summary, summary_file, indent=2, allow_nan=False)
+    args.train_state.unlink(missing_ok=True)  # the model supersedes it
     if history.stopped == "early stopping" and args.no_progress:  # else the bar said so
         print(
             f"early stopping after epoch {len(history.train_loss) - 1}: no validation "
@@ -302,25 +317,53 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _interrupted(name: str, args, started: float, stop) -> int:
+    if stop is not None:
+        print(
+            f"{name}: interrupted after step {stop.step}; the training state is in {stop.path}: "
+            f"continue with --resume {stop.path}",
+            file=sys.stderr,
+        )
+        return 130
+    saved = getattr(args, "train_state", None)  # written every --checkpoint-every steps
+    if saved is not None and saved.exists() and saved.stat().st_mtime >= started:
+        print(
+            f"{name}: interrupted; the training state of the last checkpoint is in {saved}: "
+            f"continue with --resume {saved}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"{name}: interrupted; no file was written or changed", file=sys.stderr)
+    return 130
+
+
 def main(argv=None) -> int:
-    """Runs the command line; returns the exit status (0, 2 for bad input, 130 interrupted)."""
+    """Runs the command line; returns the exit status.
+
+    0 on success, 1 when another process of a job failed, 2 for bad input, 130 when
+    interrupted.
+    """
     try:
         args = parser().parse_args(argv)
     except SystemExit as exit:  # --help, --version and bad options
         return exit.code if isinstance(exit.code, int) else 2
     commands = dict(fit=_fit, eval=_eval, sample=_sample, plot=_plot, demo=_demo)
     name = f"maf-jax {args.command}"
+    started = time.time()
     with _terminate_as_interrupt():
         try:
             _compilation_cache(args)
             from maf_jax.checkpoint import CheckpointError
             from maf_jax.data import DataError
             from maf_jax.files import OutputError
+            from maf_jax.job import in_job
+            from maf_jax.loop import Interrupted
 
             commands[args.command](args)
+        except Interrupted as stop:
+            return _interrupted(name, args, started, stop)
         except KeyboardInterrupt:
-            print(f"{name}: interrupted; no file was written or changed", file=sys.stderr)
-            return 130
+            return _interrupted(name, args, started, None)
         except (DataError, CheckpointError, OutputError) as error:
             print(f"{name}: error: {error}", file=sys.stderr)
             return 2
@@ -335,11 +378,18 @@ def main(argv=None) -> int:
             print(f"{name}: error: out of memory; try smaller sizes", file=sys.stderr)
             return 2
         except RuntimeError as error:  # XLA's errors: out of memory on a device, say
-            if "RESOURCE_EXHAUSTED" not in str(error):
-                raise
             first = str(error).strip().splitlines()[0]
-            print(f"{name}: error: out of memory; try smaller sizes ({first})", file=sys.stderr)
-            return 2
+            if "RESOURCE_EXHAUSTED" in str(error):
+                print(f"{name}: error: out of memory; try smaller sizes ({first})", file=sys.stderr)
+                return 2
+            if in_job():
+                print(
+                    f"{name}: error: another process of the job failed or stopped answering "
+                    f"({first})",
+                    file=sys.stderr,
+                )
+                return 1
+            raise
     return 0
 
 

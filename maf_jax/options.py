@@ -74,6 +74,61 @@ def _add_context(parser, help: str) -> None:
     parser.add_argument("--context-key", metavar="NAME", help="the array of a .npz context")
 
 
+def _address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def _add_resume(fit) -> None:
+    group = fit.add_argument_group("stopping and resuming")
+    group.add_argument(
+        "--checkpoint-every", type=_integer(1), metavar="N",
+        help="write the training state every N steps; it is always written when SIGINT or "
+        "SIGTERM stops the command (exit status 130)",
+    )  # fmt: skip
+    group.add_argument(
+        "--train-checkpoint", metavar="PATH",
+        help="the .npz file of the training state (default: OUTPUT with .train.npz); "
+        "removed once the model is written",
+    )  # fmt: skip
+    group.add_argument(
+        "--resume", metavar="PATH",
+        help="continue the run whose training state PATH holds, with its data, seed and "
+        "options; ends with the parameters of a run never stopped",
+    )  # fmt: skip
+
+
+def _add_distributed(fit) -> None:
+    group = fit.add_argument_group(
+        "several processes (jax.distributed): run the same command in each, every "
+        "process reads its own block of the rows, process 0 writes the files"
+    )
+    group.add_argument(
+        "--distributed", action="store_true",
+        help="join a job of several processes; settings not given here come from the "
+        "environment as jax.distributed reads it (JAX_COORDINATOR_ADDRESS, Slurm, Open MPI)",
+    )  # fmt: skip
+    group.add_argument(
+        "--coordinator", type=_address, metavar="HOST:PORT",
+        help="address of process 0, which coordinates the job (implies --distributed)",
+    )  # fmt: skip
+    group.add_argument(
+        "--num-processes", type=_integer(1), metavar="N",
+        help="processes in the job (implies --distributed)",
+    )  # fmt: skip
+    group.add_argument(
+        "--process-id", type=_integer(0), metavar="I",
+        help="this process's index, 0 to N - 1 (implies --distributed)",
+    )  # fmt: skip
+    group.add_argument(
+        "--timeout", type=_integer(1), default=100, metavar="SECONDS",
+        help="how long to wait for the other processes to join, and after how long without "
+        "a heartbeat a process counts as dead, which ends the others with an error",
+    )  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``maf-jax`` parser: ``fit``, ``eval``, ``sample``, ``plot`` and ``demo``."""
     formatter = argparse.ArgumentDefaultsHelpFormatter
@@ -140,10 +195,19 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fit.add_argument("--seed", type=_integer(0), default=0, help="seed of every random draw")
     fit.add_argument(
-        "--devices", type=_integer(1), default=1,
-        help="data-parallel training over this many local devices; the batch size must "
-        "be a multiple of it",
+        "--devices", type=_integer(1),
+        help="data-parallel training over this many devices of each process (default: 1, "
+        "every local device under --distributed); the batch size must be a multiple of "
+        "the devices of all processes together",
     )  # fmt: skip
+    fit.add_argument(
+        "--shards", type=_integer(1),
+        help="read the rows as this many contiguous shards, each step taking batch-size / "
+        "shards rows from each: one process with --shards S repeats a job of S processes "
+        "(default: the number of processes)",
+    )  # fmt: skip
+    _add_resume(fit)
+    _add_distributed(fit)
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     evaluate = command("eval", "mean log-likelihood of data under a checkpoint")

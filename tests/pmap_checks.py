@@ -3,13 +3,11 @@
 XLA_FLAGS=--xla_force_host_platform_device_count=4 is set for this process only.
 """
 
-import json
-import traceback
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from check_runner import report
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -116,16 +114,11 @@ def check_sharded_fit():
 
 
 if __name__ == "__main__":
-    results = {}
-    for name, check in [
-        ("devices", check_devices),
-        ("pmap", check_pmap),
-        ("sharded_jit", check_sharded_jit),
-        ("sharded_fit", check_sharded_fit),
-    ]:
-        try:
-            check()
-            results[name] = ""
-        except Exception:
-            results[name] = traceback.format_exc()[-3000:]
-    print(json.dumps(results))
+    report(
+        {
+            "devices": check_devices,
+            "pmap": check_pmap,
+            "sharded_jit": check_sharded_jit,
+            "sharded_fit": check_sharded_fit,
+        }
+    )

@@ -339,36 +339,6 @@ def test_the_command_keeps_compiled_programs_unless_told_not_to(
     assert (cache.is_dir() and any(cache.iterdir())) == kept
 
 
-def test_sigterm_during_fit_ends_cleanly_and_keeps_the_old_model(fitted, files, tmp_path):
-    import signal
-    import time
-
-    model = tmp_path / "m.npz"
-    model.write_bytes(fitted.read_bytes())
-    argv = ["fit", str(files / "data.npy"), "-o", str(model), "--epochs", "100000"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "maf_jax.cli", *argv, "--patience", "100000"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"MAF_JAX_COMPILATION_CACHE": "off"},
-    )
-    seen, deadline = "", time.monotonic() + 300
-    while "epoch" not in seen and time.monotonic() < deadline:  # the progress bar: training
-        char = process.stderr.read(1)
-        if not char:
-            break
-        seen += char
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    err = seen + err
-    assert process.returncode == 130, err
-    assert (
-        err.strip().splitlines()[-1] == "maf-jax fit: interrupted; no file was written or changed"
-    )
-    assert model.read_bytes() == fitted.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary left
-
-
 def test_fit_on_several_devices(tmp_path):
     """--devices N: data-parallel over N of the process's devices (4 virtual CPUs here)."""
     env = os.environ | {

@@ -65,7 +65,8 @@ def test_early_stopping_keeps_the_best_parameters(data):
     )
     assert history.stopped == "early stopping" and len(history.val_nll) < 200
     assert history.best_epoch == len(history.val_nll) - 3
-    _, val = split(len(data), (0.9, 0.1), jax.random.split(jax.random.key(1))[0])
+    split_key = jax.random.split(jax.random.key(1))[0]  # shard 0 of 1 splits with fold_in(., 0)
+    _, val = split(len(data), (0.9, 0.1), jax.random.fold_in(split_key, 0))
     nll = -float(model().log_prob(jnp.asarray(data[val], jnp.float32)).mean())
     assert nll == pytest.approx(history.val_nll[history.best_epoch], rel=1e-5)
 
@@ -112,6 +113,9 @@ def test_steps_budget_and_conditional_fit():
         (dict(validation=1.0), "fraction in \\[0, 1\\)"),
         (dict(epochs=1, steps=1), "epochs or steps, not both"),
         (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=25, shards=2), "batch_size 25 must be a multiple of the 2 shards"),
+        (dict(shards=0), "shards must be a positive integer"),
+        (dict(checkpoint_every=5), "checkpoint_every must be a positive integer, with a"),
     ],
 )
 def test_fit_errors(data, kwargs, match):
