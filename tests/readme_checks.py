@@ -25,6 +25,21 @@ def check_quickstart():
     assert namespace["x"].shape == (1000, 3) and namespace["log_p"].shape == (1000,)
 
 
+def check_splines_and_zuko():
+    import numpy as np
+
+    namespace = {}
+    code = blocks(section("Quickstart"), "python") + blocks(
+        section("Neural spline flows and zuko"), "python"
+    )
+    exec("\n".join(code), namespace)
+    assert namespace["x_nsf"].shape == (500, 3)
+    np.testing.assert_allclose(
+        namespace["ours_log_p"], namespace["zuko_log_p"], rtol=1e-5, atol=1e-5
+    )
+    assert type(namespace["back"]).__name__ == "NSF"
+
+
 def check_scaling_out():
     import jax
     import numpy as np
@@ -84,6 +99,7 @@ if __name__ == "__main__":
     report(
         {
             "quickstart": check_quickstart,
+            "splines_and_zuko": check_splines_and_zuko,
             "scaling_out": check_scaling_out,
             "commands": check_commands,
         }

@@ -10,6 +10,6 @@ def results():
     return run_checks("readme_checks.py", env={"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
 
 
-@pytest.mark.parametrize("name", ["quickstart", "scaling_out", "commands"])
+@pytest.mark.parametrize("name", ["quickstart", "splines_and_zuko", "scaling_out", "commands"])
 def test_readme(results, name):
     assert results[name] == "", results[name]
