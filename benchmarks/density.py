@@ -1,4 +1,4 @@
-"""Held-out log-likelihood of maf_jax, zuko and flowjax MAFs trained the same way.
+"""Held-out log-likelihood of maf_jax, zuko and flowjax MAFs and NSFs trained the same way.
 
 One protocol for every library: the same standardised splits, 5 transforms with
 random feature orders (flowjax's default; randperm=True for the others), hidden
@@ -8,6 +8,10 @@ log-likelihood (nats) with its standard error, beside a full-covariance Gaussian
 
     python benchmarks/density.py digits                           # sklearn digits, 80/10/10
     python benchmarks/density.py miniboone --data ../shared/data/miniboone
+    python benchmarks/density.py two_moons                        # 2-D, 20000/2000/2000
+
+A name with ``_nsf`` (``maf_jax_nsf``, ``zuko_nsf``, ``flowjax_nsf``) trains the library's
+neural spline flow (8 bins on [-5, 5]) with the same network sizes.
 
 digits: dequantised with uniform noise, standardised with the training split.
 miniboone: the MAF paper's preprocessing; trains on val.npy (90/10 for early
@@ -34,7 +38,12 @@ HERE = Path(__file__).parent
 
 def splits(name: str, data_dir: Path | None, seed: int):
     rng = np.random.default_rng(seed)
-    if name == "digits":
+    if name == "two_moons":
+        from maf_jax.toy import two_moons
+
+        x = np.asarray(two_moons(jax.random.key(seed), 24000), np.float64)
+        test, val, train = x[:2000], x[2000:4000], x[4000:]
+    elif name == "digits":
         from sklearn.datasets import load_digits
 
         x = load_digits().data.astype(np.float64)
@@ -115,12 +124,12 @@ def fit_functional(params, log_prob, jit, grad, apply_updates, train, val, test,
     return summary(log_prob(state["params"], test)), epochs_run
 
 
-def run_maf_jax(train, val, test, epochs, seed):
+def run_maf_jax(train, val, test, epochs, seed, kind="maf"):
     from flax import nnx
 
-    from maf_jax import MAF
+    from maf_jax import MAF, NSF
 
-    flow = MAF(
+    flow = (NSF if kind == "nsf" else MAF)(
         train.shape[1],
         transforms=TRANSFORMS,
         randperm=True,
@@ -137,15 +146,17 @@ def run_maf_jax(train, val, test, epochs, seed):
     )
 
 
-def run_flowjax(train, val, test, epochs, seed):
+def run_flowjax(train, val, test, epochs, seed, kind="maf"):
     import equinox as eqx
     import paramax
+    from flowjax.bijections import RationalQuadraticSpline
     from flowjax.distributions import Normal
     from flowjax.flows import masked_autoregressive_flow
 
     flow = masked_autoregressive_flow(
         jax.random.key(seed),
         base_dist=Normal(jnp.zeros(train.shape[1])),
+        transformer=RationalQuadraticSpline(knots=8, interval=5) if kind == "nsf" else None,
         flow_layers=TRANSFORMS,
         nn_width=HIDDEN,
         nn_depth=2,
@@ -172,14 +183,14 @@ def run_flowjax(train, val, test, epochs, seed):
     )
 
 
-def run_zuko(train, val, test, epochs, seed):
+def run_zuko(train, val, test, epochs, seed, kind="maf"):
     import copy
 
     import torch
     import zuko
 
     torch.manual_seed(seed)
-    flow = zuko.flows.MAF(
+    flow = (zuko.flows.NSF if kind == "nsf" else zuko.flows.MAF)(
         train.shape[1], transforms=TRANSFORMS, randperm=True, hidden_features=[HIDDEN, HIDDEN]
     )
     optimizer = torch.optim.Adam(flow.parameters(), lr=LR)
@@ -212,11 +223,12 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("dataset", choices=["digits", "miniboone"])
+    parser.add_argument("dataset", choices=["digits", "miniboone", "two_moons"])
     parser.add_argument("--data", type=Path, help="folder of val.npy and test.npy (miniboone)")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--libraries", nargs="+", default=["maf_jax", "zuko", "flowjax"])
+    names = [f"{lib}{kind}" for kind in ("", "_nsf") for lib in ("maf_jax", "zuko", "flowjax")]
+    parser.add_argument("--libraries", nargs="+", default=names, choices=names)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     train, val, test = splits(args.dataset, args.data, args.seed)
@@ -225,7 +237,9 @@ def main():
     runners = dict(maf_jax=run_maf_jax, zuko=run_zuko, flowjax=run_flowjax)
     for name in args.libraries:
         start = time.perf_counter()
-        (ll, se), epochs = runners[name](train, val, test, args.epochs, args.seed)
+        library, nsf, _ = name.partition("_nsf")
+        kind = "nsf" if nsf else "maf"
+        (ll, se), epochs = runners[library](train, val, test, args.epochs, args.seed, kind)
         results[name] = dict(
             log_likelihood=ll,
             stderr=se,

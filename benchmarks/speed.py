@@ -9,8 +9,12 @@ process times the dense MLP's and flowjax's train steps too, for same-process ra
 
     python benchmarks/speed.py                       # D in 8 16 64 256, all libraries
     python benchmarks/speed.py --features 64 --libraries maf_jax dense
+    python benchmarks/speed.py --features 64 --flow nsf   # neural spline flows, 8 bins
 
-Writes benchmarks/results/speed.json, speed.md and speed.png.
+Writes benchmarks/results/speed.json, speed.md and speed.png (speed-nsf.* for --flow nsf).
+With ``--flow nsf`` every library builds its NSF: maf_jax's ``NSF(bins=8)``, zuko's
+``NSF(bins=8)``, flowjax's ``masked_autoregressive_flow`` with a
+``RationalQuadraticSpline(knots=8, interval=5)`` transformer; the dense MLP is left out.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-TRANSFORMS, HIDDEN, TRAIN_BATCH, BATCH = 5, 128, 512, 4096
+TRANSFORMS, HIDDEN, TRAIN_BATCH, BATCH, BINS = 5, 128, 512, 4096, 8
 LIBRARIES = ("maf_jax", "dense", "flowjax", "zuko")
 HERE = Path(__file__).parent
 
@@ -67,16 +71,18 @@ def timed_compile(jitted, *args):
     return time.perf_counter() - start, compiled
 
 
-def maf_jax_flow(features: int, passes=None, **settings):
-    """maf_jax's MAF of the workload, split into ``(graphdef, params, rest)``.
+def maf_jax_flow(features: int, passes=None, flow: str = "maf", **settings):
+    """maf_jax's MAF (or NSF) of the workload, split into ``(graphdef, params, rest)``.
 
     ``settings`` (``inverse``, ``precision``, ``unroll``) go to the constructor.
     """
     from flax import nnx
 
-    from maf_jax import MAF
+    from maf_jax import MAF, NSF
 
-    flow = MAF(
+    if flow == "nsf":
+        settings = dict(bins=BINS) | settings
+    flow = (NSF if flow == "nsf" else MAF)(
         features,
         transforms=TRANSFORMS,
         hidden_features=(HIDDEN, HIDDEN),
@@ -87,10 +93,10 @@ def maf_jax_flow(features: int, passes=None, **settings):
     return nnx.split(flow, nnx.Param, ...)
 
 
-def maf_jax_model(features: int, passes, **settings):
+def maf_jax_model(features: int, passes, flow: str = "maf", **settings):
     from flax import nnx
 
-    graphdef, params, rest = maf_jax_flow(features, passes, **settings)
+    graphdef, params, rest = maf_jax_flow(features, passes, flow, **settings)
 
     def log_prob(p, x):
         return nnx.merge(graphdef, p, rest)().log_prob(x)
@@ -101,16 +107,19 @@ def maf_jax_model(features: int, passes, **settings):
     return params, log_prob, sample
 
 
-def flowjax_flow(features: int, key):
-    """flowjax's MAF of the workload, partitioned into ``(params, static)``."""
+def flowjax_flow(features: int, key, flow: str = "maf"):
+    """flowjax's MAF (or NSF) of the workload, partitioned into ``(params, static)``."""
     import equinox as eqx
     import jax.numpy as jnp
+    from flowjax.bijections import RationalQuadraticSpline
     from flowjax.distributions import Normal
     from flowjax.flows import masked_autoregressive_flow
 
+    spline = RationalQuadraticSpline(knots=BINS, interval=5) if flow == "nsf" else None
     flow = masked_autoregressive_flow(
         key,
         base_dist=Normal(jnp.zeros(features)),
+        transformer=spline,
         flow_layers=TRANSFORMS,
         nn_width=HIDDEN,
         nn_depth=2,
@@ -119,10 +128,10 @@ def flowjax_flow(features: int, key):
     return eqx.partition(flow, eqx.is_inexact_array)
 
 
-def flowjax_model(features: int, key):
+def flowjax_model(features: int, key, flow: str = "maf"):
     import equinox as eqx
 
-    params, static = flowjax_flow(features, key)
+    params, static = flowjax_flow(features, key, flow)
 
     def log_prob(p, x):
         return eqx.combine(p, static).log_prob(x)
@@ -185,7 +194,7 @@ def warm_up(jax) -> None:
     jax.jit(lambda a: jax.nn.relu(a @ a).sum())(a).block_until_ready()
 
 
-def run_jax(library: str, features: int, repeat: int) -> dict:
+def run_jax(library: str, features: int, repeat: int, flow: str = "maf") -> dict:
     import jax
     import optax
 
@@ -197,10 +206,10 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
     result = {}
 
     if library == "maf_jax":
-        params, log_prob, sample = maf_jax_model(features, None)
-        params2, _, sample2 = maf_jax_model(features, 2)
+        params, log_prob, sample = maf_jax_model(features, None, flow)
+        params2, _, sample2 = maf_jax_model(features, 2, flow)
     elif library == "flowjax":
-        params, log_prob, sample = flowjax_model(features, key)
+        params, log_prob, sample = flowjax_model(features, key, flow)
         sample2 = None
     else:
         params, log_prob = dense_model(features, key)
@@ -226,9 +235,9 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
         fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
     if library == "maf_jax":  # the peers again, in this process, for same-process ratios
-        references = {"dense": dense_model(features, key)}
+        references = {"dense": dense_model(features, key)} if flow == "maf" else {}
         if importlib.util.find_spec("flowjax"):
-            references["flowjax"] = flowjax_model(features, key)
+            references["flowjax"] = flowjax_model(features, key, flow)
         for name, (ref, ref_log_prob, *ref_sample) in references.items():
             ref_state = optimizer.init(ref)
             seconds, ref_c = timed_compile(make_train_step(ref_log_prob), ref, ref_state, x_train)
@@ -244,19 +253,17 @@ def run_jax(library: str, features: int, repeat: int) -> dict:
     return result
 
 
-def run_zuko(features: int, repeat: int) -> dict:
+def run_zuko(features: int, repeat: int, kind: str = "maf") -> dict:
     import torch
     import zuko
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    flow = zuko.flows.MAF(features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN]).to(
-        device
-    )
-    flow2 = zuko.flows.MAF(
-        features, transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], passes=2
-    ).to(device)
+    build = functools.partial(zuko.flows.NSF, bins=BINS) if kind == "nsf" else zuko.flows.MAF
+    kwargs = dict(transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN])
+    flow = build(features, **kwargs).to(device)
+    flow2 = build(features, passes=2, **kwargs).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
     x_train = torch.randn(TRAIN_BATCH, features, device=device)
     x = torch.randn(BATCH, features, device=device)
@@ -285,9 +292,12 @@ def run_zuko(features: int, repeat: int) -> dict:
     return median_times(fns, repeat, slow=("sample_ms",))
 
 
-def child(library: str, features: int, repeat: int) -> None:
+def child(library: str, features: int, repeat: int, flow: str) -> None:
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = run_zuko(features, repeat) if library == "zuko" else run_jax(library, features, repeat)
+    if library == "zuko":
+        result = run_zuko(features, repeat, flow)
+    else:
+        result = run_jax(library, features, repeat, flow)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.update(library=library, features=features, peak_rss_delta_mb=(peak - baseline) / 1024)
     if library != "zuko":
@@ -389,26 +399,30 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--flow", choices=("maf", "nsf"), default="maf")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.repeat)
+        child(args.child[0], int(args.child[1]), args.repeat, args.flow)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
+    libraries = [lib for lib in args.libraries if not (args.flow == "nsf" and lib == "dense")]
     for d in args.features:
-        for lib in args.libraries:
+        for lib in libraries:
             cmd = [sys.executable, __file__, "--child", lib, str(d), "--repeat", str(args.repeat)]
+            cmd += ["--flow", args.flow]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if proc.returncode:
                 print(f"{lib} D={d} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=1))
+    name = "speed" if args.flow == "maf" else f"speed-{args.flow}"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
     report = f"{table(results)}\n\n{ratios(results)}\n"
-    (args.out / "speed.md").write_text(report)
-    plot(results, args.out / "speed.png")
+    (args.out / f"{name}.md").write_text(report)
+    plot(results, args.out / f"{name}.png")
     print(report)
 
 
