@@ -19,6 +19,7 @@ from flax import nnx
 
 from maf_jax.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.flows import MAF, NSF
+from maf_jax.graph import check_adjacency
 from maf_jax.masks import MadeLayout
 from maf_jax.network import PRECISIONS
 from maf_jax.spline import RationalQuadraticSpline
@@ -46,6 +47,7 @@ DEFAULTS = {
     "derivative": "implicit",
     "univariate": {"name": "affine"},
     "degrees": None,
+    "adjacency": None,
 }
 
 
@@ -99,7 +101,15 @@ def describe(model) -> dict:
         derivative=first.derivative,
         univariate=univariate,
         degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
+        adjacency=None if layout.adjacency is None else _with_diagonal(layout.adjacency),
     )
+
+
+def _with_diagonal(adjacency) -> list[list[bool]]:
+    """An adjacency in zuko's form, with ones on the diagonal, as a JSON list."""
+    adjacency = np.array(adjacency)
+    np.fill_diagonal(adjacency, True)  # the feature block is square and comes first
+    return adjacency.tolist()
 
 
 def _describe_univariate(univariate) -> dict:
@@ -164,6 +174,7 @@ def check(config) -> dict:
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
     _check_degrees(config)
+    _check_adjacency(config)
     _check_univariate(config["univariate"])
     if config["shapes"] != _shapes(config["univariate"]):
         raise ConfigError(
@@ -212,6 +223,24 @@ def _check_degrees(config: dict) -> None:
         raise ConfigError(str(error)) from None
 
 
+def _check_adjacency(config: dict) -> None:
+    adjacency = config["adjacency"]
+    if adjacency is None:
+        return
+    features, context = config["features"], config["context"]
+    rows = isinstance(adjacency, list) and all(isinstance(r, list) for r in adjacency)
+    if not rows or not all(isinstance(v, bool) for r in adjacency for v in r):
+        raise ConfigError(
+            f"adjacency must be null or a list of lists of booleans, got {adjacency!r}"
+        )
+    if config["passes"] != features or config["degrees"] is not None:
+        raise ConfigError("a model with an adjacency has passes = features and no degrees")
+    try:
+        check_adjacency(adjacency, features, context)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _check_univariate(univariate) -> None:
     if not isinstance(univariate, dict):
         raise ConfigError(f"univariate must be an object with a name, got {univariate!r}")
@@ -243,7 +272,6 @@ def build(config: dict):
     options = {k: v for k, v in config["inverse"].items() if k != "name"}
     settings = dict(
         transforms=config["transforms"],
-        passes=config["passes"],
         hidden_features=tuple(config["hidden_features"]),
         activation=ACTIVATIONS[config["activation"]],
         param_dtype=jnp.dtype(config["param_dtype"]),
@@ -254,6 +282,10 @@ def build(config: dict):
         degrees=config["degrees"],
         rngs=nnx.Rngs(0),
     )
+    if config["adjacency"] is not None:
+        settings.update(adjacency=np.array(config["adjacency"]))
+    else:
+        settings.update(passes=config["passes"])
     spline = {k: v for k, v in config["univariate"].items() if k != "name"}
     if spline:
         flow = NSF(config["features"], config["context"], **spline, **settings)

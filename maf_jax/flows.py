@@ -14,6 +14,7 @@ from maf_jax._checks import check_event, positive_int
 from maf_jax.autoregressive import DERIVATIVES, AutoregressiveTransform, as_inverse
 from maf_jax.chain import Chain
 from maf_jax.distributions import DiagNormal, NormalizingFlow
+from maf_jax.graph import check_adjacency
 from maf_jax.masks import MadeLayout, check_order
 from maf_jax.network import as_precision
 from maf_jax.nn import MaskedMLP
@@ -75,6 +76,12 @@ class MaskedAutoregressiveTransform(nnx.Module):
         degrees: The degree of each hidden unit, one ascending sequence per hidden
             layer (a unit of degree ``d`` sees the features of rank ``<= d``); spread
             evenly by default. ``maf_jax.interop.from_zuko`` sets zuko's.
+        adjacency: A DAG over the features, as in zuko: boolean ``(features,
+            features)`` or ``(features, features + context)``, ``A[i, j]`` when
+            feature ``i`` may depend on input ``j``, ones on the diagonal. Feature
+            ``i`` then depends on exactly its row; the order follows the graph and
+            the inverse takes one step per feature (zuko's ``passes`` is the
+            graph's depth). ``order`` and ``passes`` must be left out.
 
     Settings are static: ``jax.jit`` traces again for a transform built with
     others, and two transforms with different settings coexist in one program.
@@ -105,16 +112,30 @@ class MaskedAutoregressiveTransform(nnx.Module):
         inverse="incremental",
         derivative="implicit",
         degrees=None,
+        adjacency=None,
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
+        if adjacency is not None:
+            if order is not None or passes is not None:
+                raise ValueError("adjacency sets the order and the passes: give neither")
+            adjacency = check_adjacency(adjacency, features, context)
+            passes = features
         passes = features if passes is None else positive_int(passes, "passes")
         order = np.arange(features) if order is None else check_order(order, features)
         self.shapes = _check_shapes(shapes)
         total = sum(math.prod(shape) for shape in self.shapes)
         self.layout = MadeLayout(
-            features, context, passes, tuple(hidden_features), total, degrees=degrees
+            features,
+            context,
+            passes,
+            tuple(hidden_features),
+            total,
+            degrees=degrees,
+            adjacency=adjacency,
         )
+        if adjacency is not None:
+            order = self.layout.graph_order
         self.univariate = univariate
         self.precision = as_precision(precision)
         self.inverter = as_inverse(inverse)
@@ -195,7 +216,7 @@ class MAF(nnx.Module):
             chains keep the loop).
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
             ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
-            ``precision``, ``inverse``, ``derivative``, ``degrees``.
+            ``precision``, ``inverse``, ``derivative``, ``degrees``, ``adjacency``.
 
     Example:
         >>> import jax
@@ -229,7 +250,11 @@ class MAF(nnx.Module):
         self.unroll = positive_int(unroll, "unroll", minimum=0)
         if randperm and order is not None:
             raise ValueError("give either order or randperm=True, not both")
-        if randperm:
+        if kwargs.get("adjacency") is not None:  # the graph sets every order
+            if randperm or order is not None:
+                raise ValueError("adjacency sets the orders: give neither order nor randperm")
+            orders = [None] * transforms
+        elif randperm:
             orders = [
                 np.asarray(jax.random.permutation(rngs.params(), features))
                 for _ in range(transforms)

@@ -23,6 +23,7 @@ from flax import nnx
 
 from maf_jax.config import ACTIVATIONS
 from maf_jax.flows import MAF, NSF
+from maf_jax.graph import check_adjacency, permutations
 from maf_jax.masks import MadeLayout
 from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
@@ -148,8 +149,6 @@ def _read_transform(t, activation: str | None):
             f"transform {type(t).__name__} is not a masked autoregressive transform "
             "(zuko builds an elementwise one for features=1, which maf_jax does not import)"
         )
-    if t.order is None:
-        raise ValueError("zuko transforms built from an adjacency matrix cannot be imported")
     linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
     others = [m for m in t.hyper if not isinstance(m, zuko.nn.MaskedLinear)]
     if any(isinstance(m, zuko.nn.Residual) for m in others):
@@ -157,50 +156,72 @@ def _read_transform(t, activation: str | None):
     names = {_activation_name(m) for m in others}
     if len(names) > 1 or (activation is not None and names - {activation}):
         raise ValueError(f"transforms with different activations cannot be imported: {names}")
-    ranks = t.order.cpu().numpy().astype(np.int64)
-    features, total = len(ranks), t.total
-    context = linears[0].in_features - features
+    masks = [m.mask.cpu().numpy() for m in linears]
+    hidden = tuple(m.out_features for m in linears[:-1])
+    features = linears[-1].out_features // t.total
+    sizes = dict(features=features, context=linears[0].in_features - features, total=t.total)
+    if t.order is None:
+        structure = _graph_structure(masks, hidden, **sizes)
+    else:
+        structure = _rank_structure(
+            t.order.cpu().numpy().astype(np.int64), t.passes, masks, hidden, **sizes
+        )
+    passes, adjacency, order, degrees = structure
     settings = dict(
-        passes=t.passes,
-        hidden_features=tuple(m.out_features for m in linears[:-1]),
+        passes=passes,
+        adjacency=adjacency,
+        hidden_features=hidden,
         activation=next(iter(names), activation or "relu"),
         univariate=_univariate(t),
     )
-    order = np.argsort(np.argsort(ranks, kind="stable"))  # a permutation with these ranks
-    block = math.ceil(features / settings["passes"])
-    if not np.array_equal(order // block, ranks):
-        raise ValueError(f"order buffer {ranks.tolist()} is not a zuko rank vector")
-    inputs = np.concatenate([ranks, np.full(context, -1)])
-    outputs = np.repeat(ranks, total)
-    masks = [m.mask.cpu().numpy() for m in linears]
-    # zuko's construction, or (a model that to_zuko wrote) whatever the masks say
-    for degrees in (
-        _zuko_degrees(ranks, context, settings["hidden_features"]),
-        _least_degrees(masks, inputs, outputs, top=int(ranks.max()) - 1),
-    ):
-        if all(map(np.array_equal, _degree_masks(inputs, degrees, outputs), masks)):
-            break
-    else:
-        raise ValueError(
-            "the masks of this zuko network follow no degrees that maf_jax can express "
-            "(built by another zuko version, or edited?)"
-        )
     with torch.no_grad():
         layers = [
             tuple(a.detach().cpu().double().numpy() for a in (m.weight * m.mask, m.bias))
             for m in linears
         ]
-    return settings | dict(features=features, context=context, total=total), order, degrees, layers
+    return settings | sizes, order, degrees, layers
 
 
-def _permutations(order, degrees, total, context):
-    """Index maps from maf_jax's units to zuko's: inputs, each hidden layer, outputs."""
-    features = len(order)
-    sorted_features = np.argsort(order)  # sorted position p holds feature sorted_features[p]
-    inputs = np.concatenate([sorted_features, features + np.arange(context)])
-    hidden = [np.argsort(d, kind="stable") for d in degrees]
-    outputs = (sorted_features[:, None] * total + np.arange(total)).reshape(-1)
-    return [inputs, *hidden, outputs]
+def _rank_structure(ranks, passes, masks, hidden, features, context, total):
+    """``(passes, None, order, degrees)`` of a zuko network over ranks."""
+    order = np.argsort(np.argsort(ranks, kind="stable"))  # a permutation with these ranks
+    if len(ranks) != features or not np.array_equal(order // math.ceil(features / passes), ranks):
+        raise ValueError(f"order buffer {ranks.tolist()} is not a zuko rank vector")
+    inputs = np.concatenate([ranks, np.full(context, -1)])
+    outputs = np.repeat(ranks, total)
+    # zuko's construction, or (a model that to_zuko wrote) whatever the masks say
+    for degrees in (
+        _zuko_degrees(ranks, context, hidden),
+        _least_degrees(masks, inputs, outputs, top=int(ranks.max()) - 1),
+    ):
+        if all(map(np.array_equal, _degree_masks(inputs, degrees, outputs), masks)):
+            return passes, None, order, degrees
+    raise ValueError(
+        "the masks of this zuko network follow no degrees that maf_jax can express "
+        "(built by another zuko version, or edited?)"
+    )
+
+
+def _graph_structure(masks, hidden, features, context, total):
+    """``(passes, adjacency, order, degrees)`` of a zuko network built from an adjacency.
+
+    The adjacency is read off the masks (which inputs reach each output); rebuilt
+    from it, maf_jax's layout must give zuko's masks unit for unit.
+    """
+    reach = masks[0]
+    for mask in masks[1:]:
+        reach = (mask.astype(int) @ reach.astype(int)) > 0
+    adjacency = reach[::total].copy()
+    adjacency[:, :features] |= np.eye(features, dtype=bool)
+    normal = check_adjacency(adjacency, features, context)
+    layout = MadeLayout(features, context, features, hidden, total, adjacency=normal)
+    degrees, zuko_masks = layout.zuko_units
+    if not all(map(np.array_equal, zuko_masks, masks)):
+        raise ValueError(
+            "the masks of this zuko network are not those its adjacency gives in "
+            "maf_jax (built by another zuko version, or edited?)"
+        )
+    return features, layout.adjacency, layout.graph_order, degrees
 
 
 def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
@@ -211,7 +232,7 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
 
     Args:
         flow: A ``zuko.flows.MAF`` or ``zuko.flows.NSF`` (features >= 2, no
-            ``adjacency``, no ``residual``), on any device.
+            ``residual``), on any device.
         param_dtype: The dtype of the imported parameters.
 
     Raises:
@@ -240,17 +261,19 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
     ):
         raise ValueError("transforms with different structures cannot be imported into one MAF")
     sizes = [settings[k] for k in ("features", "context", "passes", "hidden_features", "total")]
-    layout = MadeLayout(*sizes)
+    layout = MadeLayout(*sizes, adjacency=settings["adjacency"])
     if not all(map(np.array_equal, layout.hidden_degrees, degrees)):  # else maf_jax's own
         layout = MadeLayout(*sizes, degrees=tuple(tuple(int(v) for v in d) for d in degrees))
     common = dict(
-        passes=settings["passes"],
         hidden_features=settings["hidden_features"],
         activation=ACTIVATIONS[settings["activation"]],
-        degrees=layout.degrees,
         param_dtype=param_dtype,
         rngs=nnx.Rngs(0),
     )
+    if layout.adjacency is None:
+        common.update(passes=layout.passes, degrees=layout.degrees)
+    else:
+        common.update(adjacency=_with_diagonal(layout))
     univariate = settings["univariate"]
     if isinstance(univariate, RationalQuadraticSpline):
         spline = dict(bins=univariate.bins, bound=univariate.bound, slope=univariate.slope)
@@ -258,13 +281,20 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
     else:
         out = MAF(layout.features, layout.context, len(transforms), **common)
     for module, (_, order, unit_degrees, layers) in zip(out.transforms, read):
-        maps = _permutations(order, unit_degrees, layout.total, layout.context)
+        maps = permutations(order, unit_degrees, layout.total, layout.context)
         module.order[...] = jnp.asarray(order, jnp.int32)
         for k, (layer, (weight, bias)) in enumerate(zip(module.hyper.layers, layers)):
             inputs, outputs = maps[k], maps[k + 1]
             layer.kernel[...] = jnp.asarray(weight[np.ix_(outputs, inputs)].T, param_dtype)
             layer.bias[...] = jnp.asarray(bias[outputs], param_dtype)
     return out
+
+
+def _with_diagonal(layout: MadeLayout) -> np.ndarray:
+    """The layout's adjacency in zuko's form, ones on the diagonal."""
+    adjacency = np.array(layout.adjacency)
+    adjacency[:, : layout.features] |= np.eye(layout.features, dtype=bool)
+    return adjacency
 
 
 def _torch_activation(activation):
@@ -318,10 +348,13 @@ def to_zuko(flow):
     if layout.features < 2:
         raise ValueError("zuko builds an elementwise transform for features=1: cannot export")
     kwargs = dict(
-        passes=layout.passes,
         hidden_features=layout.hidden_features,
         activation=_torch_activation(first.hyper.activation),
     )
+    if layout.adjacency is None:
+        kwargs.update(passes=layout.passes)
+    else:
+        kwargs.update(adjacency=torch.as_tensor(_with_diagonal(layout)))
     if first.univariate is MonotonicAffineTransform:
         out = zuko.flows.MAF(layout.features, layout.context, len(flow.transforms), **kwargs)
     elif isinstance(first.univariate, RationalQuadraticSpline):
@@ -345,12 +378,15 @@ def to_zuko(flow):
         z if np.array_equal(np.sort(z), d) else d
         for z, d in zip(zuko_degrees, layout.hidden_degrees)
     ]
+    if layout.adjacency is not None:  # built as zuko builds it: zuko's unit order
+        degrees = layout.zuko_units[0]
     for module, t in zip(flow.transforms, out.transform.transforms):
         order = np.asarray(module.order[...])
-        maps = _permutations(order, degrees, layout.total, layout.context)
+        maps = permutations(order, degrees, layout.total, layout.context)
         linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
         with torch.no_grad():
-            t.order = torch.as_tensor(order // layout.block, dtype=torch.int64)
+            if layout.adjacency is None:
+                t.order = torch.as_tensor(order // layout.block, dtype=torch.int64)
             for k, (layer, linear) in enumerate(zip(module.hyper.layers, linears)):
                 inverse = [np.argsort(maps[k]), np.argsort(maps[k + 1])]
                 kernel, bias = (np.asarray(a, np.float32) for a in layer.weights)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from maf_jax import graph
+
 __all__ = ["DegreeLayout", "MadeLayout", "autoregressive_adjacency", "check_order", "ranks"]
 
 
@@ -87,6 +89,11 @@ class MadeLayout:
         degrees: The degrees of each hidden layer's units, ascending, in
             ``[-1, steps - 2]``; ``None`` (the default) spreads them evenly (see
             ``hidden_degrees``). Models imported from zuko keep zuko's.
+        adjacency: A DAG over the features, ``(features, features + context)`` in
+            their original order with a zero diagonal (``graph.check_adjacency``),
+            or ``None``. With one, ``passes`` is ``features`` (one feature per rank,
+            in ``graph_order``), units are labelled as zuko labels them
+            (``maf_jax.graph``) and each output sees exactly its row.
     """
 
     features: int
@@ -95,6 +102,7 @@ class MadeLayout:
     hidden_features: tuple[int, ...]
     total: int
     degrees: tuple[tuple[int, ...], ...] | None = None
+    adjacency: tuple[tuple[bool, ...], ...] | None = None
 
     def __post_init__(self):
         for name in ("features", "passes", "total"):
@@ -114,6 +122,21 @@ class MadeLayout:
         object.__setattr__(self, "hidden_features", tuple(map(int, self.hidden_features)))
         if self.degrees is not None:
             object.__setattr__(self, "degrees", self._check_degrees(self.degrees))
+        if self.adjacency is not None:
+            self._check_adjacency()
+
+    def _check_adjacency(self) -> None:
+        a = np.asarray(self.adjacency, dtype=object)
+        shape = (self.features, self.features + self.context)
+        if a.shape != shape or not all(isinstance(v, (bool, np.bool_)) for v in a.flat):
+            raise ValueError(f"adjacency must be booleans of shape {shape}, got {a.shape}")
+        a = a.astype(bool)
+        if a.diagonal().any() or self.degrees is not None or self.passes != self.features:
+            raise ValueError(
+                "a layout with adjacency has a zero diagonal, passes=features and no degrees"
+            )
+        graph.generations(a[:, : self.features])  # raises on a cycle
+        object.__setattr__(self, "adjacency", tuple(map(tuple, a.tolist())))
 
     def _check_degrees(self, degrees) -> tuple[tuple[int, ...], ...]:
         """``degrees`` as tuples, each layer ascending in ``[-1, steps - 2]``."""
@@ -171,6 +194,8 @@ class MadeLayout:
         """
         if self.degrees is not None:
             return tuple(np.asarray(layer) for layer in self.degrees)
+        if self.adjacency is not None:
+            return tuple(np.sort(d, kind="stable") for d in self.zuko_units[0])
         useful = np.arange(-1 if self.context else 0, self.steps - 1)
         if useful.size == 0:  # a single rank and no context: outputs are constants
             useful = np.array([-1])
@@ -187,11 +212,40 @@ class MadeLayout:
         return tuple(degrees)
 
     @functools.cached_property
+    def graph_order(self) -> np.ndarray:
+        """With ``adjacency``, the feature order it implies (``graph.topological_order``)."""
+        return graph.topological_order(np.asarray(self.adjacency)[:, : self.features])
+
+    @functools.cached_property
+    def zuko_units(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """With ``adjacency``: each hidden layer's degrees and masks, in zuko's unit order.
+
+        Masks are ``(out, in)`` over the features in their original order; a unit's
+        degree is the last sorted position among the features its label holds.
+        """
+        a = np.asarray(self.adjacency)
+        rows = np.repeat(a, self.total, axis=0)
+        labels, units, outputs = graph.unit_labels(rows, self.hidden_features)
+        subset = (labels.astype(int) @ labels.T.astype(int)) == labels.sum(axis=1)[None, :]
+        position = np.concatenate([self.graph_order, np.full(self.context, -1)])
+        label_degrees = np.where(labels, position[None, :], -1).max(axis=1, initial=-1)
+        masks = [labels[units[0]] if units else rows]
+        masks += [subset[u][:, v] for v, u in zip(units[:-1], units[1:])]
+        if units:
+            masks.append(subset[outputs][:, units[-1]])
+        return [label_degrees[u] for u in units], masks
+
+    @functools.cached_property
     def masks(self) -> tuple[np.ndarray, ...]:
         """Boolean masks ``(in, out)`` of every layer, in the rank-sorted space."""
-        degrees = (self.input_degrees, *self.hidden_degrees)
-        masks = [a[:, None] <= b[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
-        masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
+        if self.adjacency is not None:
+            degrees, masks = self.zuko_units
+            maps = graph.permutations(self.graph_order, degrees, self.total, self.context)
+            masks = [m[np.ix_(b, a)].T for m, a, b in zip(masks, maps[:-1], maps[1:])]
+        else:
+            degrees = (self.input_degrees, *self.hidden_degrees)
+            masks = [a[:, None] <= b[None, :] for a, b in zip(degrees[:-1], degrees[1:])]
+            masks.append(degrees[-1][:, None] < self.output_ranks[None, :])
         for mask in masks:  # shared by every module built from this layout
             mask.flags.writeable = False
         return tuple(masks)

@@ -196,4 +196,7 @@ def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[int, ...]]:
     if not any(nulls):
         return layout, tuple(nulls)
     sizes = tuple(map(len, degrees))
-    return dataclasses.replace(layout, hidden_features=sizes, degrees=tuple(degrees)), tuple(nulls)
+    padded = dataclasses.replace(
+        layout, hidden_features=sizes, degrees=tuple(degrees), adjacency=None
+    )
+    return padded, tuple(nulls)

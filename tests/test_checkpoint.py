@@ -56,6 +56,16 @@ def test_plain_maf_round_trip(tmp_path):
     )
 
 
+def test_a_flow_over_a_graph_round_trips(tmp_path):
+    adjacency = np.eye(4, dtype=bool)
+    adjacency[2, 0] = adjacency[3, 2] = True
+    flow = scramble(MAF(4, 1, transforms=2, adjacency=adjacency, rngs=nnx.Rngs(1)))
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "g.npz", flow))
+    assert loaded.transforms[0].layout == flow.transforms[0].layout
+    x, c = jax.random.normal(jax.random.key(0), (5, 4)), jnp.ones((5, 1))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
+
+
 def test_nsf_round_trip(tmp_path):
     flow = scramble(NSF(3, context=2, transforms=2, bins=5, bound=4.0, rngs=nnx.Rngs(1)))
     loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
@@ -196,6 +206,29 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, degrees=[[0] * 16]), "degrees must be .* sizes \\(16, 8\\)"),
         (lambda a: set_config(a, degrees=[[0] * 16, [-2] * 8]), "degrees\\[1\\]\\[0\\] must"),
         (lambda a: set_config(a, degrees="all"), "degrees must be null or a list of lists"),
+        (
+            lambda a: set_config(a, adjacency=[[1]]),
+            "adjacency must be null or a list of lists of b",
+        ),
+        (lambda a: set_config(a, adjacency=[[True]]), "has passes = features and no degrees"),
+        (
+            lambda a: set_config(a, passes=3, adjacency=[[True, True], [True, True]]),
+            "adjacency must be a boolean matrix of shape",
+        ),
+        (
+            lambda a: set_config(
+                a, passes=3, adjacency=[[True, True, False], [True, True, False], [0, 0, 1]]
+            ),
+            "adjacency must be null or a list of lists of booleans",
+        ),
+        (
+            lambda a: set_config(
+                a,
+                passes=3,
+                adjacency=[[True, True, False], [True, True, False], [False, False, True]],
+            ),
+            "cycle",
+        ),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),

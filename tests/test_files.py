@@ -58,6 +58,7 @@ PURE = [
     "_checks",
     "_pytree",
     "network",
+    "graph",
     "masks",
     "schedule",
     "univariate",

@@ -16,6 +16,10 @@ torch = pytest.importorskip("torch", reason="interop tests need: pip install -e 
 zuko = pytest.importorskip("zuko", reason="interop tests need: pip install -e '.[interop]'")
 nn = torch.nn
 
+ADJACENCY = np.eye(5, dtype=bool)
+ADJACENCY[[2, 2, 4, 3], [0, 1, 2, 1]] = True  # 2 <- 0, 1; 4 <- 2; 3 <- 1
+CONTEXT_COLUMNS = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]], bool)
+
 # name: (zuko constructor, features, context, kwargs)
 CONFIGS = {
     "maf": (zuko.flows.MAF, 3, 0, dict()),
@@ -39,6 +43,22 @@ CONFIGS = {
     "maf_leaky_relu": (zuko.flows.MAF, 3, 0, dict(activation=nn.LeakyReLU)),
     "maf_gelu": (zuko.flows.MAF, 3, 2, dict(activation=nn.GELU)),
     "nsf": (zuko.flows.NSF, 3, 0, dict(bins=4)),
+    "maf_adjacency": (
+        zuko.flows.MAF,
+        5,
+        0,
+        dict(adjacency=torch.from_numpy(ADJACENCY), hidden_features=(16, 8)),
+    ),
+    "nsf_adjacency_context_columns": (
+        zuko.flows.NSF,
+        5,
+        2,
+        dict(
+            adjacency=torch.from_numpy(np.concatenate([ADJACENCY, CONTEXT_COLUMNS], 1)),
+            bins=4,
+            transforms=2,
+        ),
+    ),
     "nsf_context_randperm": (
         zuko.flows.NSF,
         4,
@@ -89,7 +109,11 @@ def test_from_zuko_gives_the_same_density_and_samples(name):
     flow = zuko_flow(name)
     ours = from_zuko(flow)
     assert type(ours) is (maf_jax.NSF if cls is zuko.flows.NSF else maf_jax.MAF)
-    assert ours.transforms[0].layout.passes == flow.transform.transforms[0].passes
+    layout = ours.transforms[0].layout
+    if "adjacency" in kwargs:  # one step per feature here, one per generation in zuko
+        assert layout.adjacency is not None and layout.passes == features
+    else:
+        assert layout.passes == flow.transform.transforms[0].passes
     compare(flow, ours, features, context)
 
 
@@ -120,6 +144,12 @@ NATIVE = {
     "nsf_bound3": (maf_jax.NSF, 3, 1, dict(bins=5, bound=3.0, hidden_features=(8,))),
     # fewer units than degrees: maf_jax spreads them, zuko takes the lowest
     "maf_narrow": (maf_jax.MAF, 6, 0, dict(transforms=2, hidden_features=(3, 4))),
+    "maf_adjacency": (
+        maf_jax.MAF,
+        5,
+        1,
+        dict(adjacency=ADJACENCY, transforms=2, hidden_features=(12, 6)),
+    ),
     "maf_gelu_exact": (
         maf_jax.MAF,
         3,
