@@ -25,6 +25,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from maf_jax._checks import positive_int
 from maf_jax.network import matmul
@@ -124,9 +125,9 @@ def incremental_inverse(
     """
     y, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
-    layout, nulls = with_null_units(t.layout)
+    layout, indices = with_null_units(t.layout)
     plan = schedule(layout, blocks, groups)
-    (kernel, bias), *rest = _with_null_units(t.weights, nulls)
+    (kernel, bias), *rest = _with_null_units(t.weights, indices)
     rest = tuple((w.T, b) for w, b in rest)
     first = kernel[:features].T
 
@@ -143,14 +144,22 @@ def incremental_inverse(
     return t._unflat(x, ladj, lead, unsort=True)
 
 
-def _with_null_units(weights, nulls: tuple[int, ...]):
-    """``weights`` with ``nulls[k]`` zero units before hidden layer ``k``'s."""
+def _with_null_units(weights, indices: tuple[np.ndarray, ...]):
+    """``weights`` for the layout that ``with_null_units`` pads.
+
+    Units are gathered by ``indices``; null ones (-1) get zero weights in and out.
+    """
     weights = list(weights)
-    for k, null in enumerate(nulls):
-        if null:
-            (w, b), (w_next, b_next) = weights[k], weights[k + 1]
-            weights[k] = jnp.pad(w, ((0, 0), (null, 0))), jnp.pad(b, (null, 0))
-            weights[k + 1] = jnp.pad(w_next, ((null, 0), (0, 0))), b_next
+    for k, index in enumerate(indices):
+        if len(index) == weights[k][0].shape[1] and (index >= 0).all():
+            continue
+        gather = np.where(index >= 0, index, weights[k][0].shape[1])  # a zero unit at the end
+        (w, b), (w_next, b_next) = weights[k], weights[k + 1]
+        weights[k] = (
+            jnp.pad(w, ((0, 0), (0, 1)))[:, gather],
+            jnp.pad(b, (0, 1))[gather],
+        )
+        weights[k + 1] = jnp.pad(w_next, ((0, 1), (0, 0)))[gather], b_next
     return tuple(weights)
 
 

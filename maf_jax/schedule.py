@@ -172,31 +172,40 @@ def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> 
 
 
 @functools.lru_cache(maxsize=256)
-def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[int, ...]]:
-    """``layout`` with null units prepended to hidden layers that need them.
+def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[np.ndarray, ...]]:
+    """``layout`` with null units where the schedule's windows need them.
 
-    At a step that makes no unit of a layer final, the schedule recomputes final
-    units of the layer's lowest degree, as many as the widest degree has; every
-    layer must hold them, at the degree where the first layer starts. The layouts
-    that maf_jax and zuko build do; others (from a file, say) get null units there,
-    with zero weights in and out, which change no output.
+    A window holds as many units as the widest degree of its group: it must find,
+    at every step, either that many units of the step's degree or (where the
+    degree has none) final units of the lowest degree. So every degree of a layer
+    but the lowest has no units or ``m`` of them, and the lowest (the first
+    layer's, in every layer) has at least ``m``. The layouts that maf_jax builds
+    are so; others (zuko's, whose counts differ by one, or given ``degrees``) get
+    null units, with zero weights in and out, which change no output.
 
     Returns:
-        The layout to schedule, and the number of null units before each layer.
+        The layout to schedule, and for each hidden layer the index of every unit
+        of the padded layer in the original one, -1 for a null unit.
     """
     if not layout.hidden_features:
         return layout, ()
     low = min(int(d[0]) for d in layout.hidden_degrees)
-    degrees, nulls = [], []
+    degrees, indices = [], []
     for degree in layout.hidden_degrees:
-        counts = np.bincount(degree - low)
-        null = int(counts.max() - counts[0])
-        degrees.append((low,) * null + tuple(int(d) for d in degree))
-        nulls.append(null)
-    if not any(nulls):
-        return layout, tuple(nulls)
+        values, counts = np.unique(degree, return_counts=True)
+        m = int(counts[values > low].max(initial=0))
+        index, padded = [], []
+        for d in sorted({low, *values.tolist()}):
+            units = np.flatnonzero(degree == d).tolist()
+            null = max(m - len(units), 0 if d > low else 1 - len(units), 0)
+            index += [-1] * null + units
+            padded += [d] * (null + len(units))
+        indices.append(np.asarray(index))
+        degrees.append(tuple(padded))
+    if all(len(i) == len(d) for i, d in zip(indices, layout.hidden_degrees)):
+        return layout, tuple(indices)
     sizes = tuple(map(len, degrees))
     padded = dataclasses.replace(
         layout, hidden_features=sizes, degrees=tuple(degrees), adjacency=None
     )
-    return padded, tuple(nulls)
+    return padded, tuple(indices)
