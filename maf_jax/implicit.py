@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maf_jax._rows import rowwise
 from maf_jax.incremental import Network, solve
 from maf_jax.masks import DegreeLayout
 from maf_jax.network import matmul
@@ -52,11 +53,16 @@ def implicit_inverse(t, y: jax.Array):
     Returns:
         ``x`` of shape ``(n, features)`` and ``log|det dx/dy|`` of shape ``(n,)``.
     """
-    return t.inverter(t, y)
+    return _inverse(t, y)
+
+
+# The inverse and the solve of its derivative work row by row: under jax.vmap over
+# contexts, keys or noise they run once on all the rows, as the batched call does.
+_inverse = rowwise(lambda t, y: t.inverter(t, y))
 
 
 def _forward(t, y):
-    x, ladj = t.inverter(t, y)
+    x, ladj = _inverse(t, y)
     return (x, ladj), (t, x)
 
 
@@ -69,7 +75,7 @@ def _backward(residuals, cotangents):
     gx, gl = cotangents
     _, vjp = jax.vjp(lambda t, x: t.forward_and_log_det(x), t, x)
     gt_ladj, gx_ladj = vjp((jnp.zeros_like(x), -gl))
-    u = transposed_solve(t, x, gx + gx_ladj)
+    u = _transposed_solve(t, x, gx + gx_ladj)
     gt_y, _ = vjp((-u, jnp.zeros_like(gl)))
     return jax.tree.map(_add, gt_ladj, gt_y), u
 
@@ -185,3 +191,6 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
     net = Network(tuple(hidden), output, tuple(factors))
     du, _ = solve(problem, net, reverse(t._sort(a), 1).T, schedule(plan_layout, blocks, groups))
     return t._unsort(jnp.flip(du[:, pad:], 1) / d)
+
+
+_transposed_solve = rowwise(transposed_solve)  # see _inverse

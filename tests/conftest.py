@@ -114,3 +114,30 @@ def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
             for h in kwargs["hidden_features"]
         )
     return dict(kwargs=kwargs, rows=draw(st.integers(1, 7)), seed=draw(st.integers(0, 2**16)))
+
+
+@st.composite
+def graphs(draw, features=7, context=2):
+    """A random DAG over features (ones on the diagonal, maybe context columns), a
+    context size, hidden sizes and a seed."""
+    import numpy as np
+
+    n = draw(st.integers(2, features))
+    c = draw(st.integers(0, context))
+    order = draw(st.permutations(range(n)))
+    a = np.eye(n, dtype=bool)
+    for i in range(n):  # edges only from later to earlier in a random order: a DAG
+        for j in range(i):
+            a[order[i], order[j]] = draw(st.booleans())
+    if c and draw(st.booleans()):
+        a = np.concatenate(
+            [
+                a,
+                np.array(draw(st.lists(st.booleans(), min_size=n * c, max_size=n * c))).reshape(
+                    n, c
+                ),
+            ],
+            1,
+        )
+    hidden = tuple(draw(st.lists(st.integers(1, 13), max_size=2)))
+    return a, c, hidden, draw(st.integers(0, 2**16))

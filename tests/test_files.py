@@ -57,6 +57,7 @@ def imports(module: str) -> set[str]:
 PURE = [
     "_checks",
     "_pytree",
+    "_rows",
     "network",
     "graph",
     "masks",

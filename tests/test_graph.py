@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scramble
+from conftest import graphs, scramble
 from flax import nnx
 from hypothesis import given
-from hypothesis import strategies as st
 
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse
 from maf_jax.graph import generations
@@ -52,7 +51,7 @@ def inverses(b, y):
     return b.inverse_and_log_det(y), full_pass_inverse(b, y), jax.vmap(jax.jacfwd(b.forward))(y)
 
 
-def check(adjacency, context, hidden, seed=0, rows=3):
+def check(adjacency, context, hidden, seed=0, rows=3, numeric=True):
     features = len(adjacency)
     t = MaskedAutoregressiveTransform(
         features, context, adjacency=adjacency, hidden_features=hidden, rngs=nnx.Rngs(seed)
@@ -70,9 +69,10 @@ def check(adjacency, context, hidden, seed=0, rows=3):
     b = scramble(t, seed=seed)(c)
     y = jax.random.normal(jax.random.key(seed + 1), (rows, features))
     (x, ladj), (x_full, ladj_full), jacobian = inverses(b, y)
-    np.testing.assert_allclose(x, x_full, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(ladj, ladj_full, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(b.forward(x), y, rtol=1e-4, atol=1e-4)
+    if numeric:  # float32 rounding grows along chains: tests/test_float64.py, any DAG
+        np.testing.assert_allclose(x, x_full, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(ladj, ladj_full, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b.forward(x), y, rtol=1e-4, atol=1e-4)
     forbidden = ~(want[:, :features] | np.eye(features, dtype=bool))
     assert not np.abs(np.asarray(jacobian))[:, forbidden].any()
 
@@ -82,34 +82,12 @@ def test_each_feature_depends_on_exactly_its_row(name):
     check(*GRAPHS[name])
 
 
-@st.composite
-def graphs(draw, features=7, context=2):
-    n = draw(st.integers(2, features))
-    c = draw(st.integers(0, context))
-    order = draw(st.permutations(range(n)))
-    a = np.eye(n, dtype=bool)
-    for i in range(n):  # edges only from later to earlier in a random order: a DAG
-        for j in range(i):
-            a[order[i], order[j]] = draw(st.booleans())
-    if c and draw(st.booleans()):
-        a = np.concatenate(
-            [
-                a,
-                np.array(draw(st.lists(st.booleans(), min_size=n * c, max_size=n * c))).reshape(
-                    n, c
-                ),
-            ],
-            1,
-        )
-    hidden = tuple(draw(st.lists(st.integers(1, 13), max_size=2)))
-    return a, c, hidden, draw(st.integers(0, 2**16))
-
-
 @given(graphs())
 def test_any_dag(graph):
+    """Structure in float32; the values of the inverse in tests/test_float64.py."""
     adjacency, context, hidden, seed = graph
     try:
-        check(adjacency, context, hidden, seed)
+        check(adjacency, context, hidden, seed, numeric=False)
     except ValueError as error:  # zuko refuses these too: an output or layer sees nothing
         assert "no input" in str(error) or "without input" in str(error)
 
