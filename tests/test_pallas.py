@@ -14,7 +14,7 @@ from maf_jax.pallas import PallasFullPass
 SCALAR = {
     name: kwargs
     for name, (kind, kwargs) in CONFIGS.items()
-    if kind == "transform" and name != "vector_parameter"
+    if kind == "transform" and all(s == () for s in kwargs.get("shapes", ((), ())))
 }
 
 
