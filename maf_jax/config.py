@@ -19,7 +19,7 @@ from flax import nnx
 
 from maf_jax.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.flows import MAF, NSF
-from maf_jax.graph import check_adjacency
+from maf_jax.graph import check_adjacency, with_diagonal
 from maf_jax.masks import MadeLayout
 from maf_jax.network import PRECISIONS
 from maf_jax.spline import RationalQuadraticSpline
@@ -101,15 +101,8 @@ def describe(model) -> dict:
         derivative=first.derivative,
         univariate=univariate,
         degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
-        adjacency=None if layout.adjacency is None else _with_diagonal(layout.adjacency),
+        adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
     )
-
-
-def _with_diagonal(adjacency) -> list[list[bool]]:
-    """An adjacency in zuko's form, with ones on the diagonal, as a JSON list."""
-    adjacency = np.array(adjacency)
-    np.fill_diagonal(adjacency, True)  # the feature block is square and comes first
-    return adjacency.tolist()
 
 
 def _describe_univariate(univariate) -> dict:

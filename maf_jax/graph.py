@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_adjacency", "generations", "permutations", "topological_order", "unit_labels"]
+__all__ = [
+    "check_adjacency",
+    "generations",
+    "permutations",
+    "subsets",
+    "topological_order",
+    "unit_labels",
+    "with_diagonal",
+]
 
 
 def check_adjacency(adjacency, features: int, context: int) -> np.ndarray:
@@ -91,8 +99,7 @@ def unit_labels(rows: np.ndarray, hidden_features: tuple[int, ...]):
         ValueError: If some layer would see nothing (zuko's "null Jacobian").
     """
     labels, output_labels = np.unique(rows, axis=0, return_inverse=True)
-    # label j's inputs are a subset of label i's
-    subset = (labels.astype(int) @ labels.T.astype(int)) == labels.sum(axis=1)[None, :]
+    subset = subsets(labels)
     units, mask = [], labels
     for size in hidden_features:
         reachable = np.flatnonzero(mask.any(axis=1))
@@ -128,3 +135,16 @@ def permutations(order: np.ndarray, degrees, total: int, context: int) -> list[n
     hidden = [np.argsort(d, kind="stable") for d in degrees]
     outputs = (sorted_features[:, None] * total + np.arange(total)).reshape(-1)
     return [inputs, *hidden, outputs]
+
+
+def subsets(labels: np.ndarray) -> np.ndarray:
+    """``S[i, j]``: the inputs of label ``j`` are a subset of label ``i``'s."""
+    return (labels.astype(int) @ labels.T.astype(int)) == labels.sum(axis=1)[None, :]
+
+
+def with_diagonal(adjacency) -> np.ndarray:
+    """An adjacency in zuko's form: ones on the diagonal of its feature block."""
+    adjacency = np.array(adjacency, dtype=bool)
+    features = len(adjacency)
+    adjacency[:, :features] |= np.eye(features, dtype=bool)
+    return adjacency

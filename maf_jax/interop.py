@@ -23,7 +23,7 @@ from flax import nnx
 
 from maf_jax.config import ACTIVATIONS
 from maf_jax.flows import MAF, NSF
-from maf_jax.graph import check_adjacency, permutations
+from maf_jax.graph import check_adjacency, permutations, with_diagonal
 from maf_jax.masks import MadeLayout
 from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
@@ -211,9 +211,7 @@ def _graph_structure(masks, hidden, features, context, total):
     reach = masks[0]
     for mask in masks[1:]:
         reach = (mask.astype(int) @ reach.astype(int)) > 0
-    adjacency = reach[::total].copy()
-    adjacency[:, :features] |= np.eye(features, dtype=bool)
-    normal = check_adjacency(adjacency, features, context)
+    normal = check_adjacency(with_diagonal(reach[::total]), features, context)
     layout = MadeLayout(features, context, features, hidden, total, adjacency=normal)
     degrees, zuko_masks = layout.zuko_units
     if not all(map(np.array_equal, zuko_masks, masks)):
@@ -273,7 +271,7 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
     if layout.adjacency is None:
         common.update(passes=layout.passes, degrees=layout.degrees)
     else:
-        common.update(adjacency=_with_diagonal(layout))
+        common.update(adjacency=with_diagonal(layout.adjacency))
     univariate = settings["univariate"]
     if isinstance(univariate, RationalQuadraticSpline):
         spline = dict(bins=univariate.bins, bound=univariate.bound, slope=univariate.slope)
@@ -288,13 +286,6 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
             layer.kernel[...] = jnp.asarray(weight[np.ix_(outputs, inputs)].T, param_dtype)
             layer.bias[...] = jnp.asarray(bias[outputs], param_dtype)
     return out
-
-
-def _with_diagonal(layout: MadeLayout) -> np.ndarray:
-    """The layout's adjacency in zuko's form, ones on the diagonal."""
-    adjacency = np.array(layout.adjacency)
-    adjacency[:, : layout.features] |= np.eye(layout.features, dtype=bool)
-    return adjacency
 
 
 def _torch_activation(activation):
@@ -354,7 +345,7 @@ def to_zuko(flow):
     if layout.adjacency is None:
         kwargs.update(passes=layout.passes)
     else:
-        kwargs.update(adjacency=torch.as_tensor(_with_diagonal(layout)))
+        kwargs.update(adjacency=torch.as_tensor(with_diagonal(layout.adjacency)))
     if first.univariate is MonotonicAffineTransform:
         out = zuko.flows.MAF(layout.features, layout.context, len(flow.transforms), **kwargs)
     elif isinstance(first.univariate, RationalQuadraticSpline):

@@ -226,7 +226,7 @@ class MadeLayout:
         a = np.asarray(self.adjacency)
         rows = np.repeat(a, self.total, axis=0)
         labels, units, outputs = graph.unit_labels(rows, self.hidden_features)
-        subset = (labels.astype(int) @ labels.T.astype(int)) == labels.sum(axis=1)[None, :]
+        subset = graph.subsets(labels)
         position = np.concatenate([self.graph_order, np.full(self.context, -1)])
         label_degrees = np.where(labels, position[None, :], -1).max(axis=1, initial=-1)
         masks = [labels[units[0]] if units else rows]
