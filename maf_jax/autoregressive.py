@@ -132,9 +132,8 @@ class AutoregressiveTransform:
         ``weights`` are the parameter-major ``_original_weights``.
         """
         inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
-        phi = mlp(weights, self.activation, inputs, self.precision).reshape(
-            x.shape[0], self.layout.total, x.shape[1]
-        )
+        phi = mlp(weights, self.activation, inputs, self.precision, self.layout.wiring)
+        phi = phi.reshape(x.shape[0], self.layout.total, x.shape[1])
         params, offset = [], 0
         for shape in self.shapes:
             size = math.prod(shape)

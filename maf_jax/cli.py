@@ -103,6 +103,7 @@ def _fit(args) -> dict:
         context=0 if context is None else context.shape[1],
         transforms=args.transforms,
         hidden_features=args.hidden,
+        residual=args.residual,
         shapes=[[], []] if args.flow == "maf" else [[args.bins], [args.bins], [args.bins - 1]],
         standardized=True,
     )
@@ -114,6 +115,7 @@ def _fit(args) -> dict:
         randperm=args.randperm,
         passes=args.passes,
         hidden_features=tuple(args.hidden),
+        residual=args.residual,
         activation=checkpoint.ACTIVATIONS[args.activation],
         precision=args.precision,
         inverse=args.inverse,

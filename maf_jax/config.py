@@ -21,7 +21,7 @@ from maf_jax.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.flows import MAF, NSF
 from maf_jax.graph import check_adjacency, with_diagonal
 from maf_jax.masks import MadeLayout
-from maf_jax.network import PRECISIONS
+from maf_jax.network import PRECISIONS, Wiring
 from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
 from maf_jax.univariate import MonotonicAffineTransform
@@ -48,6 +48,7 @@ DEFAULTS = {
     "univariate": {"name": "affine"},
     "degrees": None,
     "adjacency": None,
+    "residual": False,
 }
 
 
@@ -102,6 +103,7 @@ def describe(model) -> dict:
         univariate=univariate,
         degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
         adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
+        residual=layout.residual,
     )
 
 
@@ -166,6 +168,9 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
+    for key in ("standardized", "residual"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
     _check_degrees(config)
     _check_adjacency(config)
     _check_univariate(config["univariate"])
@@ -178,8 +183,6 @@ def check(config) -> dict:
     _choice(config["param_dtype"], "param_dtype", DTYPES)
     _choice(config["precision"], "precision", PRECISIONS)
     _choice(config["derivative"], "derivative", DERIVATIVES)
-    if not isinstance(config["standardized"], bool):
-        raise ConfigError(f"standardized must be true or false, got {config['standardized']!r}")
     inverse = config["inverse"]
     if not isinstance(inverse, dict):
         raise ConfigError(f"inverse must be an object with a name, got {inverse!r}")
@@ -211,6 +214,7 @@ def _check_degrees(config: dict) -> None:
             tuple(config["hidden_features"]),
             1,
             degrees=degrees,
+            residual=config["residual"],
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -254,7 +258,10 @@ def size(config: dict) -> int:
     """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics."""
     features, context = config["features"], config["context"]
     total = sum(math.prod(shape) for shape in config["shapes"])
-    widths = [features + context, *config["hidden_features"], features * total]
+    hidden = config["hidden_features"]
+    if config["residual"]:
+        hidden = [hidden[i] for i in Wiring.residual(hidden)[1]]
+    widths = [features + context, *hidden, features * total]
     per_transform = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) + features
     statistics = 2 * (features + context) if config["standardized"] else 0
     return config["transforms"] * per_transform + statistics
@@ -273,6 +280,7 @@ def build(config: dict):
         unroll=config["unroll"],
         derivative=config["derivative"],
         degrees=config["degrees"],
+        residual=config["residual"],
         rngs=nnx.Rngs(0),
     )
     if config["adjacency"] is not None:

@@ -82,6 +82,10 @@ class MaskedAutoregressiveTransform(nnx.Module):
             ``i`` then depends on exactly its row; the order follows the graph and
             the inverse takes one step per feature (zuko's ``passes`` is the
             graph's depth). ``order`` and ``passes`` must be left out.
+        residual: Whether the network is zuko's masked residual network: per hidden
+            size a masked linear layer (none between equal sizes), then a residual
+            block ``h + W_2 act(W_1 h + b_1) + b_2`` whose masks keep the
+            autoregressive structure; the activation acts only inside the blocks.
 
     Settings are static: ``jax.jit`` traces again for a transform built with
     others, and two transforms with different settings coexist in one program.
@@ -113,6 +117,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
         derivative="implicit",
         degrees=None,
         adjacency=None,
+        residual: bool = False,
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
@@ -133,6 +138,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
             total,
             degrees=degrees,
             adjacency=adjacency,
+            residual=residual,
         )
         if adjacency is not None:
             order = self.layout.graph_order
@@ -146,6 +152,7 @@ class MaskedAutoregressiveTransform(nnx.Module):
         self.hyper = MaskedMLP(
             self.layout.masks,
             activation,
+            self.layout.wiring,
             rngs=rngs,
             param_dtype=param_dtype,
             precision=self.precision,
@@ -216,7 +223,8 @@ class MAF(nnx.Module):
             chains keep the loop).
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
             ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
-            ``precision``, ``inverse``, ``derivative``, ``degrees``, ``adjacency``.
+            ``precision``, ``inverse``, ``derivative``, ``degrees``, ``adjacency``,
+            ``residual``.
 
     Example:
         >>> import jax

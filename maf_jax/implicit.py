@@ -12,7 +12,8 @@ is stored or differentiated: only ``x``.
 an incremental inverse (``maf_jax.incremental``) of the transposed network: a MADE
 whose inputs are ``d * u``, whose first layer spreads each feature's value over its
 univariate parameters (times ``df/dphi / d``), whose hidden layers are the original
-ones transposed in reverse order (times the activation's derivative at ``x``), and
+ones transposed in reverse order (times the activation's derivative at ``x``; a skip
+from layer ``s`` to ``k`` becomes one from ``k`` to ``s``), and
 whose univariate step is ``d_p u_p = a_p - c_p``. Ranks and degrees are reversed
 (``r -> steps - 1 - r``, ``d -> steps - 2 - d``) so that its schedule runs forwards.
 The whole derivative costs about one forward pass, two backward passes and one
@@ -107,15 +108,21 @@ def _linearisation(t, xs: jax.Array):
 
     Returns:
         The activation's derivative at every hidden layer's pre-activations,
-        ``(n, units)`` each, and the univariate derivatives ``d = df/dx`` ``(n, D)``
-        and ``df/dphi`` ``(n, D, total)``.
+        ``(n, units)`` each (``None`` for a layer without activation), and the
+        univariate derivatives ``d = df/dx`` ``(n, D)`` and ``df/dphi``
+        ``(n, D, total)``.
     """
     h = xs if t.context is None else jnp.concatenate([xs, t.context], axis=-1)
-    slopes = []
+    values, slopes, wiring = [], [], t.layout.wiring
     *hidden, (w_out, b_out) = t.weights
-    for w, b in hidden:
-        z = matmul(h, w, t.precision) + b
-        h, slope = jax.jvp(t.activation, (z,), (jnp.ones_like(z),))
+    for (w, b), activated, skip in zip(hidden, wiring.activated, wiring.skips):
+        h = matmul(h, w, t.precision) + b
+        if skip is not None:
+            h = h + values[skip]
+        slope = None
+        if activated:
+            h, slope = jax.jvp(t.activation, (h,), (jnp.ones_like(h),))
+        values.append(h)
         slopes.append(slope)
     n, features, total = xs.shape[0], xs.shape[1], t.layout.total
     phi = (matmul(h, w_out, t.precision) + b_out).reshape(n, features, total)
@@ -173,7 +180,7 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
     spread = np.kron(np.eye(padded, dtype=np.float32), np.ones((total, 1), np.float32))
     kernels = [jnp.asarray(spread, x.dtype), *reversed(transposed)]
     first = reverse(d_phi / d[..., None], 1).reshape(n, padded * total)
-    factors = [first.T, *(jnp.flip(s, 1).T for s in reversed(slopes))]
+    factors = [first.T, *(None if s is None else jnp.flip(s, 1).T for s in reversed(slopes))]
     degrees = [np.repeat(np.arange(padded) // block, total)]
     degrees += [(steps - 2 - degree)[::-1] for degree in reversed(layout.hidden_degrees)]
     for i in range(1, len(degrees)):
@@ -184,9 +191,16 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         degrees[i] = np.concatenate([np.zeros(null, int), degrees[i]])
         kernels[i] = jnp.pad(kernels[i], ((null, 0), (0, 0)))
         kernels[i + 1] = jnp.pad(kernels[i + 1], ((0, 0), (null, 0)))
-        factors[i] = jnp.pad(factors[i], ((null, 0), (0, 0)))
+        if factors[i] is not None:
+            factors[i] = jnp.pad(factors[i], ((null, 0), (0, 0)))
     *hidden, output = [(w, jnp.zeros(w.shape[0], x.dtype)) for w in kernels]
-    plan_layout = DegreeLayout(padded, 1, block, tuple(tuple(map(int, g)) for g in degrees))
+    plan_layout = DegreeLayout(
+        padded,
+        1,
+        block,
+        tuple(tuple(map(int, g)) for g in degrees),
+        layout.wiring.transposed(),
+    )
     problem = _Problem(plan_layout, _Residual, ((),), None, t.precision)
     net = Network(tuple(hidden), output, tuple(factors))
     du, _ = solve(problem, net, reverse(t._sort(a), 1).T, schedule(plan_layout, blocks, groups))

@@ -40,9 +40,11 @@ class Network(NamedTuple):
     """The network unit-major: kernels ``(out, in)``, biases ``(out,)`` or ``(out, n)``.
 
     The first layer's inputs are the sorted features alone: the context is folded
-    into its bias, one column per row. Hidden units are ``activation(pre)``, or,
+    into its bias, one column per row. Hidden layers are wired as the problem's
+    ``layout.wiring`` says; an activated layer's units are ``activation(pre)``, or,
     where ``factors`` are given (a network linearised at a point, as in
-    ``maf_jax.implicit``), ``pre * factor`` with one factor per unit and row.
+    ``maf_jax.implicit``), ``pre * factor`` with one factor per unit and row
+    (``None`` for a layer that is not activated).
     """
 
     hidden: tuple[Pair, ...]
@@ -86,8 +88,8 @@ class Block(NamedTuple):
     """What every step of a block reads.
 
     Attributes:
-        factors: Per hidden layer computed, the span's factors ``(span, n)``, or ``None``
-            for the activation.
+        factors: Per hidden layer computed, the span's factors ``(span, n)`` (``None``
+            for a layer without activation), or ``None`` for the activation.
         outer: Per hidden layer computed, pre-activations of its span from the
             inputs final before the block, ``(span, n)``.
         outer_params: The same for the outputs, one array per univariate parameter.
@@ -207,8 +209,8 @@ def _in_chunks(fn: Callable, chunk: int | None, *rows: jax.Array):
 def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
     """The inverse of unit-major noise ``y`` ``(features, n)``, group after group.
 
-    ``t`` holds the static parts of the problem: ``layout`` (``block``, ``total``),
-    ``univariate``, ``shapes``, ``activation`` and ``precision``.
+    ``t`` holds the static parts of the problem: ``layout`` (``block``, ``total``,
+    ``wiring``), ``univariate``, ``shapes``, ``activation`` and ``precision``.
 
     Returns ``x`` and ``log|dx/dy|`` elementwise, each ``(n, features)``.
     """
@@ -299,7 +301,10 @@ def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: O
     ]
     factors = None
     if net.factors is not None:
-        factors = [_rows(f, lo, w.span) for f, lo, w in zip(net.factors, offsets.lo, works)]
+        factors = [
+            None if f is None else _rows(f, lo, w.span)
+            for f, lo, w in zip(net.factors, offsets.lo, works)
+        ]
     outer_params = _parameters(t, outer[-1])
     block = Block(factors, outer[:-1], outer_params, inner, offsets.lo, feature_lo, y)
     # The steps read and write only the block's spans, written back once: the full
@@ -330,6 +335,7 @@ def _step(t, works: list[Layer], block: Block, local: Carry, starts):
     """One step: the windows of every hidden layer, then the features of one rank."""
     unit_starts, feature_start = starts
     update = jax.lax.dynamic_update_slice_in_dim
+    wiring = t.layout.wiring
     below, units = local.x, []
     for i, (w, pre, values, work, lo, s) in enumerate(
         zip(block.inner, block.outer, local.units, works, block.lo, unit_starts)
@@ -337,7 +343,11 @@ def _step(t, works: list[Layer], block: Block, local: Carry, starts):
         value = _rows(pre, s - lo, work.width)
         if w is not None:
             value = value + matmul(_rows(w, s - lo, work.width), below, t.precision)
-        if block.factors is None:
+        if wiring.skips[i] is not None:  # final in this window: computed just now
+            value = value + _rows(units[wiring.skips[i]], s - lo, work.width)
+        if not wiring.activated[i]:
+            pass
+        elif block.factors is None:
             value = t.activation(value)
         else:
             value = value * _rows(block.factors[i], s - lo, work.width)

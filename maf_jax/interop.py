@@ -137,11 +137,44 @@ def _least_degrees(masks, inputs: np.ndarray, outputs: np.ndarray, top: int) -> 
     return degrees[1:-1]
 
 
+def _network(hyper):
+    """``(linears, activations, hidden_features, residual)`` of a zuko ``MaskedMLP``.
+
+    The linear layers come in the order of ``Wiring``'s layers, those of residual
+    blocks included.
+    """
+    _, zuko = _modules()
+    modules = list(hyper)
+    residual = any(isinstance(m, zuko.nn.Residual) for m in modules)
+    if not residual:
+        linears = [m for m in modules if isinstance(m, zuko.nn.MaskedLinear)]
+        others = [m for m in modules if not isinstance(m, zuko.nn.MaskedLinear)]
+        return linears, others, tuple(m.out_features for m in linears[:-1]), False
+    blocks = [m for m in modules if isinstance(m, zuko.nn.Residual)]
+    hidden = tuple(block[0].in_features for block in blocks)
+    expected = []
+    for i, size in enumerate(hidden):
+        expected += ["MaskedLinear"] * (i == 0 or size != hidden[i - 1]) + ["Residual"]
+    found = [type(m).__name__ for m in modules]
+    if found != [*expected, "MaskedLinear"] or any(
+        len(b) != 3 or not isinstance(b[0], zuko.nn.MaskedLinear) or type(b[2]) is not type(b[0])
+        for b in blocks
+    ):
+        raise ValueError(
+            f"a residual zuko network is {expected + ['MaskedLinear']} with blocks of "
+            f"(MaskedLinear, activation, MaskedLinear), got {found}"
+        )
+    linears = [n for m in modules for n in (m if isinstance(m, zuko.nn.Residual) else [m])]
+    others = [n for n in linears if not isinstance(n, zuko.nn.MaskedLinear)]
+    linears = [n for n in linears if isinstance(n, zuko.nn.MaskedLinear)]
+    return linears, others, hidden, True
+
+
 def _read_transform(t, activation: str | None):
     """``(settings, order, degrees, layers)`` of a zuko ``MaskedAutoregressiveTransform``.
 
     ``layers`` are NumPy ``(weight * mask, bias)`` in zuko's layout, ``degrees``
-    those of the hidden units in zuko's order.
+    those of the units of each layer of the ``Wiring`` in zuko's order.
     """
     torch, zuko = _modules()
     if not isinstance(t, zuko.flows.autoregressive.MaskedAutoregressiveTransform):
@@ -149,28 +182,25 @@ def _read_transform(t, activation: str | None):
             f"transform {type(t).__name__} is not a masked autoregressive transform "
             "(zuko builds an elementwise one for features=1, which maf_jax does not import)"
         )
-    linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
-    others = [m for m in t.hyper if not isinstance(m, zuko.nn.MaskedLinear)]
-    if any(isinstance(m, zuko.nn.Residual) for m in others):
-        raise ValueError("zuko networks with residual=True cannot be imported")
+    linears, others, hidden, residual = _network(t.hyper)
     names = {_activation_name(m) for m in others}
     if len(names) > 1 or (activation is not None and names - {activation}):
         raise ValueError(f"transforms with different activations cannot be imported: {names}")
     masks = [m.mask.cpu().numpy() for m in linears]
-    hidden = tuple(m.out_features for m in linears[:-1])
     features = linears[-1].out_features // t.total
     sizes = dict(features=features, context=linears[0].in_features - features, total=t.total)
+    shape = dict(hidden=hidden, residual=residual)
     if t.order is None:
-        structure = _graph_structure(masks, hidden, **sizes)
+        structure = _graph_structure(masks, **shape, **sizes)
     else:
-        structure = _rank_structure(
-            t.order.cpu().numpy().astype(np.int64), t.passes, masks, hidden, **sizes
-        )
+        ranks = t.order.cpu().numpy().astype(np.int64)
+        structure = _rank_structure(ranks, t.passes, masks, **shape, **sizes)
     passes, adjacency, order, degrees = structure
     settings = dict(
         passes=passes,
         adjacency=adjacency,
         hidden_features=hidden,
+        residual=residual,
         activation=next(iter(names), activation or "relu"),
         univariate=_univariate(t),
     )
@@ -182,18 +212,21 @@ def _read_transform(t, activation: str | None):
     return settings | sizes, order, degrees, layers
 
 
-def _rank_structure(ranks, passes, masks, hidden, features, context, total):
+def _rank_structure(ranks, passes, masks, hidden, residual, features, context, total):
     """``(passes, None, order, degrees)`` of a zuko network over ranks."""
     order = np.argsort(np.argsort(ranks, kind="stable"))  # a permutation with these ranks
     if len(ranks) != features or not np.array_equal(order // math.ceil(features / passes), ranks):
         raise ValueError(f"order buffer {ranks.tolist()} is not a zuko rank vector")
     inputs = np.concatenate([ranks, np.full(context, -1)])
     outputs = np.repeat(ranks, total)
+    sources = MadeLayout(features, context, passes, hidden, total, residual=residual).sources
+    least = _least_degrees(masks, inputs, outputs, top=int(ranks.max()) - 1)
+    for i in range(len(hidden)):  # the layers of one size share their units
+        layers = [k for k, source in enumerate(sources) if source == i]
+        for k in layers:
+            least[k] = np.max([least[j] for j in layers], axis=0)
     # zuko's construction, or (a model that to_zuko wrote) whatever the masks say
-    for degrees in (
-        _zuko_degrees(ranks, context, hidden),
-        _least_degrees(masks, inputs, outputs, top=int(ranks.max()) - 1),
-    ):
+    for degrees in ([_zuko_degrees(ranks, context, hidden)[i] for i in sources], least):
         if all(map(np.array_equal, _degree_masks(inputs, degrees, outputs), masks)):
             return passes, None, order, degrees
     raise ValueError(
@@ -202,7 +235,7 @@ def _rank_structure(ranks, passes, masks, hidden, features, context, total):
     )
 
 
-def _graph_structure(masks, hidden, features, context, total):
+def _graph_structure(masks, hidden, residual, features, context, total):
     """``(passes, adjacency, order, degrees)`` of a zuko network built from an adjacency.
 
     The adjacency is read off the masks (which inputs reach each output); rebuilt
@@ -212,7 +245,9 @@ def _graph_structure(masks, hidden, features, context, total):
     for mask in masks[1:]:
         reach = (mask.astype(int) @ reach.astype(int)) > 0
     normal = check_adjacency(with_diagonal(reach[::total]), features, context)
-    layout = MadeLayout(features, context, features, hidden, total, adjacency=normal)
+    layout = MadeLayout(
+        features, context, features, hidden, total, adjacency=normal, residual=residual
+    )
     degrees, zuko_masks = layout.zuko_units
     if not all(map(np.array_equal, zuko_masks, masks)):
         raise ValueError(
@@ -229,8 +264,8 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
     inverse maps the same noise to the same samples.
 
     Args:
-        flow: A ``zuko.flows.MAF`` or ``zuko.flows.NSF`` (features >= 2, no
-            ``residual``), on any device.
+        flow: A ``zuko.flows.MAF`` or ``zuko.flows.NSF`` (features >= 2), on any
+            device.
         param_dtype: The dtype of the imported parameters.
 
     Raises:
@@ -259,11 +294,15 @@ def from_zuko(flow, param_dtype=jnp.float32) -> MAF:
     ):
         raise ValueError("transforms with different structures cannot be imported into one MAF")
     sizes = [settings[k] for k in ("features", "context", "passes", "hidden_features", "total")]
-    layout = MadeLayout(*sizes, adjacency=settings["adjacency"])
+    residual = settings["residual"]
+    layout = MadeLayout(*sizes, adjacency=settings["adjacency"], residual=residual)
     if not all(map(np.array_equal, layout.hidden_degrees, degrees)):  # else maf_jax's own
-        layout = MadeLayout(*sizes, degrees=tuple(tuple(int(v) for v in d) for d in degrees))
+        first = [layout.sources.index(i) for i in range(len(layout.hidden_features))]
+        given = tuple(tuple(int(v) for v in degrees[k]) for k in first)
+        layout = MadeLayout(*sizes, degrees=given, residual=residual)
     common = dict(
         hidden_features=settings["hidden_features"],
+        residual=residual,
         activation=ACTIVATIONS[settings["activation"]],
         param_dtype=param_dtype,
         rngs=nnx.Rngs(0),
@@ -341,6 +380,7 @@ def to_zuko(flow):
     kwargs = dict(
         hidden_features=layout.hidden_features,
         activation=_torch_activation(first.hyper.activation),
+        residual=layout.residual,
     )
     if layout.adjacency is None:
         kwargs.update(passes=layout.passes)
@@ -366,15 +406,15 @@ def to_zuko(flow):
         np.arange(layout.features) // layout.block, layout.context, layout.hidden_features
     )
     degrees = [
-        z if np.array_equal(np.sort(z), d) else d
-        for z, d in zip(zuko_degrees, layout.hidden_degrees)
+        zuko_degrees[i] if np.array_equal(np.sort(zuko_degrees[i]), d) else d
+        for i, d in zip(layout.sources, layout.hidden_degrees)
     ]
     if layout.adjacency is not None:  # built as zuko builds it: zuko's unit order
         degrees = layout.zuko_units[0]
     for module, t in zip(flow.transforms, out.transform.transforms):
         order = np.asarray(module.order[...])
         maps = permutations(order, degrees, layout.total, layout.context)
-        linears = [m for m in t.hyper if isinstance(m, zuko.nn.MaskedLinear)]
+        linears = _network(t.hyper)[0]
         with torch.no_grad():
             if layout.adjacency is None:
                 t.order = torch.as_tensor(order // layout.block, dtype=torch.int64)

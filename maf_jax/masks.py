@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from maf_jax import graph
+from maf_jax.network import Wiring
 
 __all__ = ["DegreeLayout", "MadeLayout", "autoregressive_adjacency", "check_order", "ranks"]
 
@@ -94,6 +95,9 @@ class MadeLayout:
             or ``None``. With one, ``passes`` is ``features`` (one feature per rank,
             in ``graph_order``), units are labelled as zuko labels them
             (``maf_jax.graph``) and each output sees exactly its row.
+        residual: zuko's masked residual network (``Wiring.residual``): each
+            hidden size is computed by a linear layer and a residual block, three
+            layers of the same units, which ``hidden_degrees`` and ``masks`` list.
     """
 
     features: int
@@ -103,6 +107,7 @@ class MadeLayout:
     total: int
     degrees: tuple[tuple[int, ...], ...] | None = None
     adjacency: tuple[tuple[bool, ...], ...] | None = None
+    residual: bool = False
 
     def __post_init__(self):
         for name in ("features", "passes", "total"):
@@ -120,6 +125,8 @@ class MadeLayout:
             )
         object.__setattr__(self, "passes", min(int(self.passes), int(self.features)))
         object.__setattr__(self, "hidden_features", tuple(map(int, self.hidden_features)))
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ValueError(f"residual must be True or False, got {self.residual!r}")
         if self.degrees is not None:
             object.__setattr__(self, "degrees", self._check_degrees(self.degrees))
         if self.adjacency is not None:
@@ -155,6 +162,13 @@ class MadeLayout:
             for layer in degrees
         ):
             raise ValueError(f"degrees must be {expected}, got {degrees!r}")
+        if self.residual and any(
+            len(a) == len(b) and a != b for a, b in zip(degrees[:-1], degrees[1:])
+        ):  # a residual block adds its input: consecutive layers of one size share units
+            raise ValueError(
+                "with residual=True, consecutive hidden layers of one size have the same "
+                f"degrees, got {degrees!r}"
+            )
         return degrees
 
     @property
@@ -182,8 +196,35 @@ class MadeLayout:
         return np.repeat(np.arange(self.features) // self.block, self.total)
 
     @functools.cached_property
+    def _wiring(self) -> tuple[Wiring, tuple[int, ...]]:
+        if self.residual:
+            return Wiring.residual(self.hidden_features)
+        layers = len(self.hidden_features)
+        return Wiring.plain(layers), tuple(range(layers))
+
+    @property
+    def wiring(self) -> Wiring:
+        """How the network's hidden layers connect (``hidden_degrees`` lists them)."""
+        return self._wiring[0]
+
+    @property
+    def sources(self) -> tuple[int, ...]:
+        """For each layer of ``wiring``, the index of the hidden size whose units it has."""
+        return self._wiring[1]
+
+    @functools.cached_property
     def hidden_degrees(self) -> tuple[np.ndarray, ...]:
-        """Ascending degrees of the units of each hidden layer.
+        """Ascending degrees of the units of each layer the network computes.
+
+        One per hidden size, or with ``residual`` one per layer of ``wiring``.
+        """
+        if self.adjacency is not None:
+            return tuple(np.sort(d, kind="stable") for d in self.zuko_units[0])
+        return tuple(self._size_degrees[i] for i in self.sources)
+
+    @functools.cached_property
+    def _size_degrees(self) -> tuple[np.ndarray, ...]:
+        """Ascending degrees of the units of each hidden size.
 
         The first layer gives each useful degree (from -1 with context, or 0, up to
         ``steps - 2``) the same number of units, the remainder going to the lowest
@@ -194,8 +235,6 @@ class MadeLayout:
         """
         if self.degrees is not None:
             return tuple(np.asarray(layer) for layer in self.degrees)
-        if self.adjacency is not None:
-            return tuple(np.sort(d, kind="stable") for d in self.zuko_units[0])
         useful = np.arange(-1 if self.context else 0, self.steps - 1)
         if useful.size == 0:  # a single rank and no context: outputs are constants
             useful = np.array([-1])
@@ -218,7 +257,7 @@ class MadeLayout:
 
     @functools.cached_property
     def zuko_units(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """With ``adjacency``: each hidden layer's degrees and masks, in zuko's unit order.
+        """With ``adjacency``: each computed layer's degrees and masks, in zuko's unit order.
 
         Masks are ``(out, in)`` over the features in their original order; a unit's
         degree is the last sorted position among the features its label holds.
@@ -226,6 +265,7 @@ class MadeLayout:
         a = np.asarray(self.adjacency)
         rows = np.repeat(a, self.total, axis=0)
         labels, units, outputs = graph.unit_labels(rows, self.hidden_features)
+        units = [units[i] for i in self.sources]
         subset = graph.subsets(labels)
         position = np.concatenate([self.graph_order, np.full(self.context, -1)])
         label_degrees = np.where(labels, position[None, :], -1).max(axis=1, initial=-1)
@@ -266,14 +306,18 @@ class DegreeLayout:
         total: Outputs per feature.
         block: Features per rank; ``features`` must be a multiple of it.
         degrees: The ascending degrees of each hidden layer's units.
+        wiring: How the hidden layers connect; ``None`` for a plain MLP.
     """
 
     features: int
     total: int
     block: int
     degrees: tuple[tuple[int, ...], ...]
+    wiring: Wiring | None = None
 
     def __post_init__(self):
+        if self.wiring is None:
+            object.__setattr__(self, "wiring", Wiring.plain(len(self.degrees)))
         if self.features % self.block:
             raise ValueError(f"features={self.features} is not a multiple of block={self.block}")
 

@@ -1,13 +1,14 @@
-"""The pure functions of a network: matrix products at a set precision and the MLP."""
+"""The pure functions of a network: matrix products at a set precision, wirings and the MLP."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PRECISIONS", "Weights", "as_precision", "matmul", "mlp"]
+__all__ = ["PRECISIONS", "Weights", "Wiring", "as_precision", "matmul", "mlp"]
 
 Weights = tuple[tuple[jax.Array, jax.Array], ...]
 
@@ -49,10 +50,86 @@ def matmul(a: jax.Array, b: jax.Array, precision: jax.lax.Precision) -> jax.Arra
     return jnp.matmul(a, b, precision=precision)
 
 
+@dataclasses.dataclass(frozen=True)
+class Wiring:
+    """How each hidden layer ``k`` is computed from the layers before it.
+
+    ``h_k = act_k(h_{k-1} @ W_k + b_k + h_{skips[k]})``, where ``act_k`` is the
+    activation if ``activated[k]`` and the identity otherwise, and the last term is
+    there only if ``skips[k]`` is not ``None`` (an earlier layer of the same units).
+    The output layer is ``h_{L-1} @ W + b``.
+
+    Attributes:
+        activated: Per hidden layer, whether the activation follows its product.
+        skips: Per hidden layer, the earlier hidden layer added to its product, or
+            ``None``.
+    """
+
+    activated: tuple[bool, ...]
+    skips: tuple[int | None, ...]
+
+    def __post_init__(self):
+        if len(self.activated) != len(self.skips) or any(
+            s is not None and not 0 <= s < k for k, s in enumerate(self.skips)
+        ):
+            raise ValueError(f"invalid wiring {self}")
+
+    @classmethod
+    def plain(cls, layers: int) -> Wiring:
+        """An MLP: every hidden layer activated, no skips."""
+        return cls((True,) * layers, (None,) * layers)
+
+    @classmethod
+    def residual(cls, hidden_features: Sequence[int]) -> tuple[Wiring, tuple[int, ...]]:
+        """The wiring of zuko's ``MaskedMLP(..., residual=True)``.
+
+        A linear layer into each hidden size (none between equal sizes), each followed
+        by a residual block ``h + W_2 act(W_1 h + b_1) + b_2``; no activation outside
+        the blocks.
+
+        Returns:
+            The wiring, and for each of its hidden layers the index of the hidden
+            size it has (its units are those of that layer of ``hidden_features``).
+        """
+        activated, skips, sources = [], [], []
+        for i, size in enumerate(hidden_features):
+            if i == 0 or size != hidden_features[i - 1]:
+                activated.append(False), skips.append(None), sources.append(i)
+            block = len(activated) - 1  # the block's input
+            activated += [True, False]
+            skips += [None, block]
+            sources += [i, i]
+        return cls(tuple(activated), tuple(skips)), tuple(sources)
+
+    def transposed(self) -> Wiring:
+        """The wiring of the transposed network, with one more layer first.
+
+        Layer ``j >= 1`` of the transposed network holds the cotangents of layer
+        ``L - j`` (layer 0 those of the outputs); a skip ``s -> k`` becomes one from
+        layer ``L - k`` to ``L - s``.
+
+        Raises:
+            ValueError: Where a layer is the source of more than one skip.
+        """
+        layers = len(self.skips)
+        sources = [s for s in self.skips if s is not None]
+        if len(set(sources)) != len(sources):
+            raise ValueError("a layer added to more than one later layer has no transposed wiring")
+        skips = [None] * (layers + 1)
+        for k, s in enumerate(self.skips):
+            if s is not None:
+                skips[layers - s] = layers - k
+        return Wiring((True, *self.activated[::-1]), tuple(skips))
+
+
 def mlp(
-    weights: Weights, activation: Callable, x: jax.Array, precision: jax.lax.Precision
+    weights: Weights,
+    activation: Callable,
+    x: jax.Array,
+    precision: jax.lax.Precision,
+    wiring: Wiring | None = None,
 ) -> jax.Array:
-    """Applies a multilayer perceptron with the activation between layers.
+    """Applies a multilayer perceptron, its hidden layers wired as ``wiring`` says.
 
     Args:
         weights: ``(kernel, bias)`` pairs, kernels of shape ``(in, out)`` with the
@@ -60,11 +137,19 @@ def mlp(
         activation: Elementwise nonlinearity.
         x: Inputs of shape ``(*, in)``.
         precision: Precision of the products.
+        wiring: How hidden layers connect; ``None`` for the activation after every
+            hidden layer and no skips.
 
     Returns:
         Outputs of shape ``(*, out)`` of the last layer.
     """
     *hidden, (kernel, bias) = weights
-    for w, b in hidden:
-        x = activation(matmul(x, w, precision) + b)
+    wiring = wiring or Wiring.plain(len(hidden))
+    values = []
+    for (w, b), activated, skip in zip(hidden, wiring.activated, wiring.skips):
+        x = matmul(x, w, precision) + b
+        if skip is not None:
+            x = x + values[skip]
+        x = activation(x) if activated else x
+        values.append(x)
     return matmul(x, kernel, precision) + bias

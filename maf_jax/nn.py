@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maf_jax.network import Weights, as_precision, matmul, mlp
+from maf_jax.network import Weights, Wiring, as_precision, matmul, mlp
 
 __all__ = ["Mask", "MaskedLinear", "MaskedMLP"]
 
@@ -124,6 +124,9 @@ class MaskedMLP(nnx.Module):
     Args:
         masks: One boolean mask ``(in, out)`` per layer, consecutive shapes chaining.
         activation: Nonlinearity between layers.
+        wiring: Which hidden layers the activation follows and which add an earlier
+            one (``maf_jax.network.Wiring``); ``None`` for every hidden layer
+            activated, no skips.
         rngs: Random number generators.
         param_dtype: The dtype of the parameters.
         output_gain: Scale of the initial weights of the last layer; small values
@@ -136,6 +139,7 @@ class MaskedMLP(nnx.Module):
         self,
         masks: Sequence,
         activation: Callable = jax.nn.relu,
+        wiring: Wiring | None = None,
         *,
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
@@ -146,7 +150,13 @@ class MaskedMLP(nnx.Module):
         shapes = [m.shape for m in masks]
         if not shapes or any(a[1] != b[0] for a, b in zip(shapes[:-1], shapes[1:])):
             raise ValueError(f"masks must be a non-empty chain (in, out), got {shapes}")
+        wiring = wiring or Wiring.plain(len(masks) - 1)
+        if len(wiring.skips) != len(masks) - 1 or any(
+            s is not None and shapes[s][1] != shapes[k][1] for k, s in enumerate(wiring.skips)
+        ):
+            raise ValueError(f"wiring {wiring} does not fit hidden layers of shapes {shapes[:-1]}")
         self.activation = activation
+        self.wiring = wiring
         self.precision = as_precision(precision)
         gains = [1.0] * (len(masks) - 1) + [output_gain]
         self.layers = nnx.List(
@@ -161,4 +171,4 @@ class MaskedMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the network to ``x`` of shape ``(*, in)``."""
-        return mlp(self.weights, self.activation, x, self.precision)
+        return mlp(self.weights, self.activation, x, self.precision, self.wiring)

@@ -166,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
         "--hidden", type=_integer(1), nargs="+", default=[128, 128], metavar="N",
         help="hidden layer sizes of each transform's network",
     )  # fmt: skip
+    fit.add_argument(
+        "--residual", action="store_true",
+        help="masked residual blocks in each network (zuko's residual=True)",
+    )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
     fit.add_argument(

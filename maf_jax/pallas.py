@@ -95,11 +95,14 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
         y_tile = y_ref[...]
 
         def one_pass(_, carry):
-            h = carry[0]
+            h, values, wiring = carry[0], [], t.layout.wiring
             for k, (w, b) in enumerate(zip(ws, bs)):
                 h = matmul(h, w, t.precision) + b
                 if k < len(ws) - 1:
-                    h = t.activation(h)
+                    if wiring.skips[k] is not None:
+                        h = h + values[wiring.skips[k]]
+                    h = t.activation(h) if wiring.activated[k] else h
+                    values.append(h)
             params = [h[:, q * width : (q + 1) * width] for q in range(total)]
             return t.univariate(*params).inverse_and_log_det(y_tile)
 

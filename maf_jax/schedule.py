@@ -184,7 +184,8 @@ def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[np.ndarray, .
     null units, with zero weights in and out, which change no output.
 
     Returns:
-        The layout to schedule, and for each hidden layer the index of every unit
+        The layout to schedule (one hidden size per layer of ``layout.wiring``, so
+        not residual), and for each hidden layer the index of every unit
         of the padded layer in the original one, -1 for a null unit.
     """
     if not layout.hidden_features:
@@ -206,6 +207,6 @@ def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[np.ndarray, .
         return layout, tuple(indices)
     sizes = tuple(map(len, degrees))
     padded = dataclasses.replace(
-        layout, hidden_features=sizes, degrees=tuple(degrees), adjacency=None
+        layout, hidden_features=sizes, degrees=tuple(degrees), adjacency=None, residual=False
     )
     return padded, tuple(indices)

@@ -83,8 +83,8 @@ os.environ.setdefault("MAF_JAX_COMPILATION_CACHE", "off")
 @st.composite
 def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
     """A random transform: ``kwargs`` of a ``MaskedAutoregressiveTransform`` (features,
-    passes, order, context, hidden sizes, activation, an incremental schedule, and
-    half the time hidden degrees of its own), a
+    passes, order, context, hidden sizes, residual or not, activation, an incremental
+    schedule, and half the time hidden degrees of its own), a
     number of ``rows`` and a ``seed``."""
     import jax
     import jax.numpy as jnp
@@ -105,21 +105,26 @@ def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
         hidden_features=tuple(draw(st.lists(st.integers(1, hidden), max_size=2))),
         activation=draw(st.sampled_from([jax.nn.relu, jax.nn.elu, jnp.tanh])),
         inverse=inverse,
+        residual=draw(st.booleans()),
     )
     if draw(st.booleans()):  # any degrees, as an imported model may have
         block = -(-n // kwargs["passes"])
         top = max(-(-n // block) - 2, -1)
-        kwargs["degrees"] = tuple(
-            tuple(sorted(draw(st.lists(st.integers(-1, top), min_size=h, max_size=h))))
-            for h in kwargs["hidden_features"]
-        )
+        degrees = []
+        for i, h in enumerate(kwargs["hidden_features"]):
+            if kwargs["residual"] and i and h == kwargs["hidden_features"][i - 1]:
+                degrees.append(degrees[-1])  # one block's input and output: the same units
+            else:
+                layer = draw(st.lists(st.integers(-1, top), min_size=h, max_size=h))
+                degrees.append(tuple(sorted(layer)))
+        kwargs["degrees"] = tuple(degrees)
     return dict(kwargs=kwargs, rows=draw(st.integers(1, 7)), seed=draw(st.integers(0, 2**16)))
 
 
 @st.composite
 def graphs(draw, features=7, context=2):
     """A random DAG over features (ones on the diagonal, maybe context columns), a
-    context size, hidden sizes and a seed."""
+    context size, hidden sizes, residual or not and a seed."""
     import numpy as np
 
     n = draw(st.integers(2, features))
@@ -140,4 +145,4 @@ def graphs(draw, features=7, context=2):
             1,
         )
     hidden = tuple(draw(st.lists(st.integers(1, 13), max_size=2)))
-    return a, c, hidden, draw(st.integers(0, 2**16))
+    return a, c, hidden, draw(st.booleans()), draw(st.integers(0, 2**16))

@@ -60,6 +60,11 @@ CONFIGS = {
     "odd_hidden_elu": ("transform", dict(hidden_features=(7, 11), activation=jax.nn.elu)),
     "narrow": ("transform", dict(hidden_features=(3,), context=CONTEXT)),
     "linear": ("transform", dict(hidden_features=())),
+    "residual": ("transform", dict(residual=True, hidden_features=(8, 8, 6), context=CONTEXT)),
+    "residual_passes3_elu": (
+        "transform",
+        dict(residual=True, hidden_features=(6, 9), passes=3, activation=jax.nn.elu),
+    ),
     "vector_parameter": (
         "transform",
         dict(univariate=MixedScaleAffine, shapes=((), (2,)), passes=3, context=CONTEXT),
@@ -122,6 +127,7 @@ def test_bijection(name, x):
         (13, dict(hidden_features=(9,), context=CONTEXT, activation=jax.nn.elu), 4, 1),
         (24, dict(hidden_features=(40, 40), passes=8, context=CONTEXT), 2, 1),
         (24, dict(hidden_features=(), passes=12), 4, 2),
+        (24, dict(hidden_features=(40, 40, 31), residual=True, context=CONTEXT), 5, 2),
     ],
 )
 def test_incremental_inverse_with_scanned_blocks(features, kwargs, blocks, groups):

@@ -66,6 +66,20 @@ def test_a_flow_over_a_graph_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
 
 
+def test_a_residual_flow_round_trips(tmp_path):
+    hidden = (8, 8, 5)
+    flow = NSF(3, 2, 2, passes=2, residual=True, hidden_features=hidden, rngs=nnx.Rngs(1))
+    flow = scramble(flow)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "r.npz", flow))
+    assert loaded.transforms[0].layout == flow.transforms[0].layout
+    assert loaded.transforms[0].layout.residual
+    x, c = jax.random.normal(jax.random.key(0), (5, 3)), jnp.ones((5, 2))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
+    np.testing.assert_array_equal(
+        loaded(c).sample(jax.random.key(2)), flow(c).sample(jax.random.key(2))
+    )
+
+
 def test_nsf_round_trip(tmp_path):
     flow = scramble(NSF(3, context=2, transforms=2, bins=5, bound=4.0, rngs=nnx.Rngs(1)))
     loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
@@ -206,6 +220,14 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, degrees=[[0] * 16]), "degrees must be .* sizes \\(16, 8\\)"),
         (lambda a: set_config(a, degrees=[[0] * 16, [-2] * 8]), "degrees\\[1\\]\\[0\\] must"),
         (lambda a: set_config(a, degrees="all"), "degrees must be null or a list of lists"),
+        (lambda a: set_config(a, residual="yes"), "residual must be true or false, got 'yes'"),
+        (lambda a: set_config(a, residual=True), "describes 2941 numbers"),
+        (
+            lambda a: set_config(
+                a, residual=True, hidden_features=[8, 8], degrees=[[-1] * 8, [0] * 8]
+            ),
+            "consecutive hidden layers of one size have the same degrees",
+        ),
         (
             lambda a: set_config(a, adjacency=[[1]]),
             "adjacency must be null or a list of lists of b",

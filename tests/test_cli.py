@@ -69,12 +69,13 @@ def test_sample_and_plot(fitted, files):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_spline_flow_is_fitted_saved_and_sampled(files, capsys):
+def test_a_residual_spline_flow_is_fitted_saved_and_sampled(files, capsys):
     model = files / "nsf.npz"
     argv = ["fit", str(files / "data.npy"), "-o", str(model), "--flow", "nsf", "--bins", "5"]
-    assert main([*argv, *SMALL]) == 0
+    assert main([*argv, "--residual", *SMALL]) == 0
     flow = checkpoint.load(model).flow
     assert type(flow).__name__ == "NSF" and flow.transforms[0].univariate.bins == 5
+    assert flow.transforms[0].layout.residual
     out = files / "nsf_samples.npy"
     assert main(["sample", str(model), "-n", "20", "-o", str(out)]) == 0
     assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()

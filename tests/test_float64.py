@@ -33,6 +33,15 @@ TRANSFORMS = {
     "passes2": dict(passes=2),
     "passes3_context": dict(passes=3, context=2),
     "order_elu": dict(order=[3, 0, 4, 1, 2], activation=jax.nn.elu, hidden_features=(7, 11)),
+    "residual_passes3_context": dict(
+        residual=True, hidden_features=(8, 8, 6), activation=jnp.tanh, passes=3, context=2
+    ),
+    "spline_residual": dict(
+        univariate=RationalQuadraticSpline(bins=4, bound=3.0),
+        shapes=RationalQuadraticSpline(bins=4).shapes,
+        residual=True,
+        hidden_features=(16, 16),
+    ),
     "spline_context": dict(
         univariate=RationalQuadraticSpline(bins=5, bound=2.0),
         shapes=RationalQuadraticSpline(bins=5).shapes,
@@ -131,12 +140,12 @@ def test_implicit_derivatives_equal_autodiff_through_the_reference(s):
 
 @given(graphs())
 def test_any_dag_inverts_exactly(graph):
-    adjacency, context, hidden, seed = graph
+    adjacency, context, hidden, residual, seed = graph
     features = len(adjacency)
     try:
         t = MaskedAutoregressiveTransform(
             features, context, adjacency=adjacency, hidden_features=hidden,
-            rngs=nnx.Rngs(seed), param_dtype=F64,
+            residual=residual, rngs=nnx.Rngs(seed), param_dtype=F64,
         )  # fmt: skip
     except ValueError as error:  # zuko refuses these too: an output or layer sees nothing
         assert "no input" in str(error) or "without input" in str(error)

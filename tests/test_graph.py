@@ -51,10 +51,15 @@ def inverses(b, y):
     return b.inverse_and_log_det(y), full_pass_inverse(b, y), jax.vmap(jax.jacfwd(b.forward))(y)
 
 
-def check(adjacency, context, hidden, seed=0, rows=3, numeric=True):
+def check(adjacency, context, hidden, seed=0, rows=3, numeric=True, residual=False):
     features = len(adjacency)
     t = MaskedAutoregressiveTransform(
-        features, context, adjacency=adjacency, hidden_features=hidden, rngs=nnx.Rngs(seed)
+        features,
+        context,
+        adjacency=adjacency,
+        hidden_features=hidden,
+        residual=residual,
+        rngs=nnx.Rngs(seed),
     )
     full = np.concatenate([adjacency, np.ones((features, context), bool)], 1)
     full = full[:, : features + context] if adjacency.shape[1] == features else adjacency
@@ -77,17 +82,18 @@ def check(adjacency, context, hidden, seed=0, rows=3, numeric=True):
     assert not np.abs(np.asarray(jacobian))[:, forbidden].any()
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_each_feature_depends_on_exactly_its_row(name):
-    check(*GRAPHS[name])
+def test_each_feature_depends_on_exactly_its_row(name, residual):
+    check(*GRAPHS[name], residual=residual)
 
 
 @given(graphs())
 def test_any_dag(graph):
     """Structure in float32; the values of the inverse in tests/test_float64.py."""
-    adjacency, context, hidden, seed = graph
+    adjacency, context, hidden, residual, seed = graph
     try:
-        check(adjacency, context, hidden, seed, numeric=False)
+        check(adjacency, context, hidden, seed, numeric=False, residual=residual)
     except ValueError as error:  # zuko refuses these too: an output or layer sees nothing
         assert "no input" in str(error) or "without input" in str(error)
 

@@ -65,6 +65,31 @@ CONFIGS = {
         3,
         dict(bins=6, transforms=2, randperm=True, passes=2, hidden_features=(12, 12)),
     ),
+    # residual blocks: a linear layer into each new size, none between equal ones
+    "maf_residual_context_passes2": (
+        zuko.flows.MAF,
+        5,
+        2,
+        dict(transforms=2, passes=2, residual=True, hidden_features=(16, 8, 8)),
+    ),
+    "nsf_residual_elu": (
+        zuko.flows.NSF,
+        4,
+        0,
+        dict(bins=4, residual=True, hidden_features=(12, 12), activation=nn.ELU),
+    ),
+    "maf_residual_narrow": (
+        zuko.flows.MAF,
+        6,
+        1,
+        dict(transforms=2, residual=True, hidden_features=(3, 4)),
+    ),
+    "maf_residual_adjacency": (
+        zuko.flows.MAF,
+        5,
+        0,
+        dict(adjacency=torch.from_numpy(ADJACENCY), residual=True, hidden_features=(16, 8)),
+    ),
 }
 
 
@@ -156,6 +181,18 @@ NATIVE = {
         0,
         dict(activation=maf_jax.config.ACTIVATIONS["gelu_exact"]),
     ),
+    "maf_residual": (
+        maf_jax.MAF,
+        5,
+        1,
+        dict(transforms=2, residual=True, hidden_features=(10, 10, 6)),
+    ),
+    "nsf_residual_adjacency": (
+        maf_jax.NSF,
+        5,
+        0,
+        dict(bins=3, adjacency=ADJACENCY, residual=True, hidden_features=(9,)),
+    ),
 }
 
 
@@ -172,7 +209,7 @@ def test_to_zuko_of_a_maf_jax_model(name):
     compare(exported, again, features, context)
 
 
-@pytest.mark.parametrize("name", ["nsf_context_randperm", "maf_narrow"])
+@pytest.mark.parametrize("name", ["nsf_context_randperm", "maf_narrow", "maf_residual_narrow"])
 def test_an_imported_model_trains_saves_and_loads(tmp_path, name):
     _, features, context, _ = CONFIGS[name]
     ours = from_zuko(zuko_flow(name))
@@ -185,14 +222,21 @@ def test_an_imported_model_trains_saves_and_loads(tmp_path, name):
     grads = nnx.grad(lambda m: -m(as_jax(c)).log_prob(as_jax(x)).mean())(ours)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     # maf_jax spreads the units of narrow layers otherwise: the file keeps zuko's
-    assert (ours.transforms[0].layout.degrees is not None) == (name == "maf_narrow")
+    assert (ours.transforms[0].layout.degrees is not None) == name.endswith("narrow")
+
+
+def broken_residual_block():
+    flow = zuko.flows.MAF(3, hidden_features=(8,), residual=True)
+    hyper = flow.transform.transforms[0].hyper
+    hyper[1] = zuko.nn.Residual(hyper[1][0])  # a block without its activation and output
+    return flow
 
 
 @pytest.mark.parametrize(
     "build,match",
     [
         (lambda: zuko.flows.MAF(1), "elementwise one for features=1"),
-        (lambda: zuko.flows.MAF(3, hidden_features=(8,), residual=True), "residual=True"),
+        (broken_residual_block, "blocks of \\(MaskedLinear, activation, MaskedLinear"),
         (lambda: zuko.flows.MAF(3, activation=nn.Softplus), "activation Softplus"),
         (
             lambda: zuko.flows.MAF(

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 from maf_jax.masks import MadeLayout, autoregressive_adjacency, check_order, ranks
+from maf_jax.network import Wiring
 from maf_jax.schedule import schedule
 
 
@@ -37,13 +38,59 @@ LAYOUTS = [
 ]
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("features,context,passes,hidden,total", LAYOUTS)
-def test_mask_product_is_the_autoregressive_adjacency(features, context, passes, hidden, total):
-    layout = MadeLayout(features, context, passes, hidden, total)
+def test_mask_product_is_the_autoregressive_adjacency(
+    features, context, passes, hidden, total, residual
+):
+    layout = MadeLayout(features, context, passes, hidden, total, residual=residual)
     order = np.random.default_rng(0).permutation(features)
     reach = mask_product(layout.masks)
     adjacency = sorted_to_original(reach, order, features, context, total)
     np.testing.assert_array_equal(adjacency, autoregressive_adjacency(order, passes, context))
+
+
+# hidden sizes: (activated, skips, sizes) of zuko's MaskedMLP(..., residual=True), by hand
+RESIDUAL = {
+    (): ((), (), ()),
+    (8,): ((False, True, False), (None, None, 0), (0, 0, 0)),
+    # equal sizes: no linear layer between the two blocks
+    (8, 8): ((False, True, False, True, False), (None, None, 0, None, 2), (0, 0, 0, 1, 1)),
+    (8, 8, 6): (
+        (False, True, False, True, False, False, True, False),
+        (None, None, 0, None, 2, None, None, 5),
+        (0, 0, 0, 1, 1, 2, 2, 2),
+    ),
+}
+
+
+@pytest.mark.parametrize("hidden", RESIDUAL)
+def test_residual_wiring_by_hand(hidden):
+    activated, skips, sources = RESIDUAL[hidden]
+    assert Wiring.residual(hidden) == (Wiring(activated, skips), sources)
+
+
+def test_transposed_wiring_by_hand():
+    # layer j >= 1 of the transposed network is layer 8 - j: the skip 0 -> 2 becomes
+    # 6 -> 8, 2 -> 4 becomes 4 -> 6, 5 -> 7 becomes 1 -> 3
+    wiring, _ = Wiring.residual((8, 8, 6))
+    assert wiring.transposed() == Wiring(
+        (True, False, True, False, False, True, False, True, False),
+        (None, None, None, 1, None, None, 4, None, 6),
+    )
+    assert Wiring.plain(2).transposed() == Wiring.plain(3)
+
+
+def test_a_residual_layout_repeats_the_degrees_of_each_size():
+    plain = MadeLayout(5, 0, 5, (8, 6), 2)
+    residual = MadeLayout(5, 0, 5, (8, 6), 2, residual=True)
+    expected = [plain.hidden_degrees[i] for i in (0, 0, 0, 1, 1, 1)]
+    assert len(residual.hidden_degrees) == 6 and len(residual.masks) == 7
+    for got, want in zip(residual.hidden_degrees, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # inside a block a unit sees the units of its degree and below
+    d = plain.hidden_degrees[0]
+    np.testing.assert_array_equal(residual.masks[1], d[:, None] <= d[None, :])
 
 
 def test_adjacency_by_hand():
@@ -145,6 +192,11 @@ def test_uniform_degrees_give_uniform_windows():
         (dict(degrees=((1, 0) * 4,)), "ascending"),
         (dict(degrees=((-2,) * 8,)), "in \\[-1, 1\\]"),
         (dict(degrees=((0.5,) * 8,)), "one ascending sequence of integers"),
+        (dict(residual=1), "residual must be True or False, got 1"),
+        (
+            dict(hidden_features=(2, 2), degrees=((0, 0), (0, 1)), residual=True),
+            "consecutive hidden layers of one size have the same degrees",
+        ),
     ],
 )
 def test_layout_errors(kwargs, match):
