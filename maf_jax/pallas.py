@@ -15,6 +15,7 @@ activation of ``maf_jax.config`` maps 0 to 0), rows to whole tiles.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -39,24 +40,16 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
     """The full-pass inverse of ``t`` at ``y``, in one Pallas kernel.
 
     Args:
-        t: The bijection, an ``AutoregressiveTransform`` whose univariate
-            parameters all have shape ``()``.
+        t: The bijection, an ``AutoregressiveTransform``.
         y: Noise of shape ``(*, features)``.
         tile: Rows per program.
         interpret: Run in Pallas' interpret mode; ``None`` for on the CPU only.
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
-
-    Raises:
-        ValueError: For univariate parameters of another shape than ``()``.
     """
     from jax.experimental import pallas as pl
 
-    if any(shape != () for shape in t.shapes):
-        raise ValueError(
-            f"the Pallas inverse takes univariate parameters of shape (), got {t.shapes}"
-        )
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
     ys, context, lead = t._flat(t._check(y, "y"), sort=True)
@@ -67,7 +60,8 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
     first_bias = jnp.broadcast_to(bias, (n, bias.shape[0]))
     if context is not None:  # context inputs are constant: a per-row first bias
         first_bias = first_bias + matmul(context, kernel[features:], t.precision)
-    # Output columns parameter-major, q * width + p, so that each parameter is a slice.
+    # Output columns parameter-major, q * width + p (q the element of the feature's
+    # flattened parameters), so that each element of a parameter is a slice.
     *hidden, (w_out, b_out) = [(kernel[:features], bias), *rest]
     w_out = w_out.reshape(-1, features, total).transpose(0, 2, 1)
     w_out = _pad(w_out, (w_out.shape[0], total, width)).reshape(w_out.shape[0], total * width)
@@ -103,8 +97,7 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
                         h = h + values[wiring.skips[k]]
                     h = t.activation(h) if wiring.activated[k] else h
                     values.append(h)
-            params = [h[:, q * width : (q + 1) * width] for q in range(total)]
-            return t.univariate(*params).inverse_and_log_det(y_tile)
+            return t.univariate(*_parameters(t, h, width)).inverse_and_log_det(y_tile)
 
         zeros = jnp.zeros_like(y_tile)
         x_ref[...], ladj_ref[...] = jax.lax.fori_loop(0, steps, one_pass, (zeros, zeros))
@@ -122,6 +115,23 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
         interpret=interpret,
     )(y_rows, first_bias, *weights, *biases)
     return t._unflat(x[:n, :features], ladj[:n, :features], lead, unsort=True)
+
+
+def _parameters(t, h: jax.Array, width: int) -> list[jax.Array]:
+    """The univariate parameters in parameter-major outputs ``h`` ``(rows, total * width)``.
+
+    Returns one array per parameter, ``(rows, width, *shape)``.
+    """
+    params, offset = [], 0
+    for shape in t.shapes:
+        size = math.prod(shape)
+        slots = [h[:, (offset + j) * width : (offset + j + 1) * width] for j in range(size)]
+        if shape:
+            params.append(jnp.stack(slots, axis=-1).reshape(*slots[0].shape, *shape))
+        else:
+            params.append(slots[0])
+        offset += size
+    return params
 
 
 @dataclasses.dataclass(frozen=True)

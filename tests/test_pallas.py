@@ -11,16 +11,12 @@ from test_bijections import CONFIGS, CONTEXT, FEATURES
 from maf_jax import MAF, MaskedAutoregressiveTransform, full_pass_inverse
 from maf_jax.pallas import PallasFullPass
 
-SCALAR = {
-    name: kwargs
-    for name, (kind, kwargs) in CONFIGS.items()
-    if kind == "transform" and all(s == () for s in kwargs.get("shapes", ((), ())))
-}
+TRANSFORMS = {name: kwargs for name, (kind, kwargs) in CONFIGS.items() if kind == "transform"}
 
 
-@pytest.mark.parametrize("name", SCALAR)
+@pytest.mark.parametrize("name", TRANSFORMS)
 def test_the_kernel_equals_the_full_pass_reference(name):
-    kwargs = SCALAR[name]
+    kwargs = TRANSFORMS[name]
     t = MaskedAutoregressiveTransform(
         FEATURES, **kwargs, inverse=PallasFullPass(tile=8), rngs=nnx.Rngs(1)
     )
@@ -62,15 +58,3 @@ def test_a_flow_samples_and_differentiates_through_the_kernel():
     got, want = gradient(flows["pallas_full_pass"]), gradient(flows["incremental"])
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_vector_parameters_are_refused_with_the_reason():
-    t = MaskedAutoregressiveTransform(
-        FEATURES,
-        univariate=CONFIGS["vector_parameter"][1]["univariate"],
-        shapes=((), (2,)),
-        inverse="pallas_full_pass",
-        rngs=nnx.Rngs(0),
-    )
-    with pytest.raises(ValueError, match="parameters of shape \\(\\), got"):
-        t().inverse(jnp.zeros((2, FEATURES)))
