@@ -10,11 +10,16 @@ process times the dense MLP's and flowjax's train steps too, for same-process ra
     python benchmarks/speed.py                       # D in 8 16 64 256, all libraries
     python benchmarks/speed.py --features 64 --libraries maf_jax dense
     python benchmarks/speed.py --features 64 --flow nsf   # neural spline flows, 8 bins
+    python benchmarks/speed.py --features 64 --residual   # masked residual blocks
 
-Writes benchmarks/results/speed.json, speed.md and speed.png (speed-nsf.* for --flow nsf).
+Writes benchmarks/results/speed.json, speed.md and speed.png (speed-nsf.* for --flow nsf,
+speed-residual.* for --residual).
 With ``--flow nsf`` every library builds its NSF: maf_jax's ``NSF(bins=8)``, zuko's
 ``NSF(bins=8)``, flowjax's ``masked_autoregressive_flow`` with a
 ``RationalQuadraticSpline(knots=8, interval=5)`` transformer; the dense MLP is left out.
+With ``--residual`` maf_jax and zuko build ``residual=True`` networks (a linear layer and
+a residual block per hidden size); flowjax has no masked residual network and the dense
+MLP none either, so both are left out.
 """
 
 from __future__ import annotations
@@ -205,9 +210,10 @@ def run_jax(library: str, features: int, repeat: int, flow: str = "maf") -> dict
     optimizer = optax.adam(1e-3)
     result = {}
 
+    flow, residual = flow.removesuffix("_residual"), flow.endswith("_residual")
     if library == "maf_jax":
-        params, log_prob, sample = maf_jax_model(features, None, flow)
-        params2, _, sample2 = maf_jax_model(features, 2, flow)
+        params, log_prob, sample = maf_jax_model(features, None, flow, residual=residual)
+        params2, _, sample2 = maf_jax_model(features, 2, flow, residual=residual)
     elif library == "flowjax":
         params, log_prob, sample = flowjax_model(features, key, flow)
         sample2 = None
@@ -234,7 +240,7 @@ def run_jax(library: str, features: int, repeat: int, flow: str = "maf") -> dict
     if sample2 is not None:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
         fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
-    if library == "maf_jax":  # the peers again, in this process, for same-process ratios
+    if library == "maf_jax" and not residual:  # the peers again, for same-process ratios
         references = {"dense": dense_model(features, key)} if flow == "maf" else {}
         if importlib.util.find_spec("flowjax"):
             references["flowjax"] = flowjax_model(features, key, flow)
@@ -260,8 +266,9 @@ def run_zuko(features: int, repeat: int, kind: str = "maf") -> dict:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    kind, residual = kind.removesuffix("_residual"), kind.endswith("_residual")
     build = functools.partial(zuko.flows.NSF, bins=BINS) if kind == "nsf" else zuko.flows.MAF
-    kwargs = dict(transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN])
+    kwargs = dict(transforms=TRANSFORMS, hidden_features=[HIDDEN, HIDDEN], residual=residual)
     flow = build(features, **kwargs).to(device)
     flow2 = build(features, passes=2, **kwargs).to(device)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
@@ -400,25 +407,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--flow", choices=("maf", "nsf"), default="maf")
+    parser.add_argument("--residual", action="store_true", help="residual=True networks")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kind = args.flow + ("_residual" if args.residual else "")
     if args.child:
-        child(args.child[0], int(args.child[1]), args.repeat, args.flow)
+        child(args.child[0], int(args.child[1]), args.repeat, kind)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    libraries = [lib for lib in args.libraries if not (args.flow == "nsf" and lib == "dense")]
+    left_out = {"dense", "flowjax"} if args.residual else {"dense"} if args.flow == "nsf" else ()
+    libraries = [lib for lib in args.libraries if lib not in left_out]
     for d in args.features:
         for lib in libraries:
             cmd = [sys.executable, __file__, "--child", lib, str(d), "--repeat", str(args.repeat)]
-            cmd += ["--flow", args.flow]
+            cmd += ["--flow", args.flow] + ["--residual"] * args.residual
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if proc.returncode:
                 print(f"{lib} D={d} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
-    name = "speed" if args.flow == "maf" else f"speed-{args.flow}"
+    name = "-".join(["speed", *[args.flow] * (args.flow != "maf"), *["residual"] * args.residual])
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
     report = f"{table(results)}\n\n{ratios(results)}\n"
     (args.out / f"{name}.md").write_text(report)
