@@ -23,7 +23,7 @@ from flax import nnx
 
 from maf_jax.config import ACTIVATIONS
 from maf_jax.flows import MAF, NSF
-from maf_jax.graph import check_adjacency, permutations, with_diagonal
+from maf_jax.graph import check_adjacency, permutations, unit_labels, with_diagonal
 from maf_jax.masks import MadeLayout
 from maf_jax.spline import RationalQuadraticSpline
 from maf_jax.standardized import Standardized
@@ -88,19 +88,15 @@ def _univariate(t):
 def _zuko_degrees(ranks: np.ndarray, context: int, hidden: tuple[int, ...]) -> list[np.ndarray]:
     """The degrees of zuko's hidden units, in zuko's unit order.
 
-    zuko labels units by the distinct rows of the adjacency, in sorted order: for a
-    MAF, rank ``r``'s row (the features of rank below ``r``, the context) comes
-    before rank ``r + 1``'s. Layer 0 cycles through the labels that see some input,
-    each next layer through those above a label of the layer below.
+    zuko labels a unit by the inputs it sees (``graph.unit_labels``); for a MAF,
+    label "the features of rank below ``r``" (and the context) is degree ``r - 1``.
     """
-    labels = np.unique(ranks)
-    reachable = labels if context else labels[labels > 0]
-    degrees = []
-    for size in hidden:
-        label = reachable[np.arange(size) % len(reachable)]
-        degrees.append(label - 1)
-        reachable = labels[labels >= label.min()]
-    return degrees
+    context_columns = np.ones((len(ranks), context), bool)
+    labels, units, _ = unit_labels(
+        np.concatenate([ranks[:, None] > ranks[None, :], context_columns], 1), hidden
+    )
+    degree = np.where(labels[:, : len(ranks)], ranks[None, :], -1).max(axis=1)
+    return [degree[u] for u in units]
 
 
 def _degree_masks(inputs: np.ndarray, hidden, outputs: np.ndarray) -> list[np.ndarray]:
