@@ -127,6 +127,8 @@ class MadeLayout:
         object.__setattr__(self, "hidden_features", tuple(map(int, self.hidden_features)))
         if not isinstance(self.residual, (bool, np.bool_)):
             raise ValueError(f"residual must be True or False, got {self.residual!r}")
+        # without hidden layers, a residual network is the linear one
+        object.__setattr__(self, "residual", bool(self.residual and self.hidden_features))
         if self.degrees is not None:
             object.__setattr__(self, "degrees", self._check_degrees(self.degrees))
         if self.adjacency is not None:

@@ -187,6 +187,12 @@ NATIVE = {
         1,
         dict(transforms=2, residual=True, hidden_features=(10, 10, 6)),
     ),
+    "maf_residual_linear": (
+        maf_jax.MAF,
+        3,
+        1,
+        dict(transforms=2, residual=True, hidden_features=()),
+    ),
     "nsf_residual_adjacency": (
         maf_jax.NSF,
         5,
