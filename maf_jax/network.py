@@ -93,11 +93,13 @@ class Wiring:
         """
         activated, skips, sources = [], [], []
         for i, size in enumerate(hidden_features):
-            if i == 0 or size != hidden_features[i - 1]:
-                activated.append(False), skips.append(None), sources.append(i)
-            block = len(activated) - 1  # the block's input
+            if i == 0 or size != hidden_features[i - 1]:  # the linear layer
+                activated += [False]
+                skips += [None]
+                sources += [i]
+            block_input = len(activated) - 1
             activated += [True, False]
-            skips += [None, block]
+            skips += [None, block_input]
             sources += [i, i]
         return cls(tuple(activated), tuple(skips)), tuple(sources)
 
