@@ -345,11 +345,9 @@ def _step(t, works: list[Layer], block: Block, local: Carry, starts):
             value = value + matmul(_rows(w, s - lo, work.width), below, t.precision)
         if wiring.skips[i] is not None:  # final in this window: computed just now
             value = value + _rows(units[wiring.skips[i]], s - lo, work.width)
-        if not wiring.activated[i]:
-            pass
-        elif block.factors is None:
+        if wiring.activated[i] and block.factors is None:
             value = t.activation(value)
-        else:
+        elif wiring.activated[i]:
             value = value * _rows(block.factors[i], s - lo, work.width)
         below = update(values, value, s - lo, axis=0)
         units.append(below)

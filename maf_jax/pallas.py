@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from maf_jax._checks import positive_int
-from maf_jax.network import matmul
+from maf_jax.network import matmul, mlp
 
 __all__ = ["PallasFullPass", "pallas_full_pass_inverse"]
 
@@ -89,14 +89,7 @@ def pallas_full_pass_inverse(t, y: jax.Array, tile: int = 128, interpret: bool |
         y_tile = y_ref[...]
 
         def one_pass(_, carry):
-            h, values, wiring = carry[0], [], t.layout.wiring
-            for k, (w, b) in enumerate(zip(ws, bs)):
-                h = matmul(h, w, t.precision) + b
-                if k < len(ws) - 1:
-                    if wiring.skips[k] is not None:
-                        h = h + values[wiring.skips[k]]
-                    h = t.activation(h) if wiring.activated[k] else h
-                    values.append(h)
+            h = mlp(tuple(zip(ws, bs)), t.activation, carry[0], t.precision, t.layout.wiring)
             return t.univariate(*_parameters(t, h, width)).inverse_and_log_det(y_tile)
 
         zeros = jnp.zeros_like(y_tile)
