@@ -43,7 +43,7 @@ def child(argv: list[str]) -> None:
             seconds["cache_read"] += duration
 
     jax.monitoring.register_event_duration_secs_listener(listen)
-    from maf_jax.cli import main
+    from maf_jax.cli.main import main
 
     start = time.perf_counter()
     status = main(argv)

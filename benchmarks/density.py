@@ -39,7 +39,7 @@ HERE = Path(__file__).parent
 def splits(name: str, data_dir: Path | None, seed: int):
     rng = np.random.default_rng(seed)
     if name == "two_moons":
-        from maf_jax.toy import two_moons
+        from maf_jax.data.toy import two_moons
 
         x = np.asarray(two_moons(jax.random.key(seed), 24000), np.float64)
         test, val, train = x[:2000], x[2000:4000], x[4000:]

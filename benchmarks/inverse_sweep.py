@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from maf_jax import FullPass, Incremental, MaskedAutoregressiveTransform
-from maf_jax.pallas import PallasFullPass
+from maf_jax.inverses.pallas import PallasFullPass
 
 
 def median_ms(compiled, *args, repeat=9):

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maf_jax import _pytree
-from maf_jax._checks import check_event
+from maf_jax.core import _pytree
+from maf_jax.core._checks import check_event
 
 __all__ = ["DiagNormal", "NormalizingFlow"]
 

@@ -12,6 +12,29 @@ HERE = Path(__file__).parent
 # scripts run in their own process (flags such as x64 must not reach this one)
 collect_ignore_glob = ["*_checks.py"]
 
+# Test files that run in a pytest process of their own, with this environment:
+# tests/test_own_process.py starts one per file. x64 is process-wide; torch loaded
+# beside XLA is kept out of the process that runs everything else (a native crash
+# there would end the whole run).
+OWN_PROCESS = {
+    "interop/test_interop.py": {},
+    "test_float64.py": {"JAX_ENABLE_X64": "1"},
+}
+OWN_PROCESS_ENV = "MAF_JAX_OWN_PROCESS"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Leaves the ``OWN_PROCESS`` files to their own process unless named explicitly."""
+    relative = (
+        collection_path.relative_to(HERE).as_posix()
+        if collection_path.is_relative_to(HERE)
+        else None
+    )
+    if relative not in OWN_PROCESS or os.environ.get(OWN_PROCESS_ENV):
+        return None
+    named = {Path(arg.split("::")[0]).resolve() for arg in config.args}
+    return None if collection_path.resolve() in named else True
+
 
 def run_checks(script: str, env: dict | None = None, timeout: float = 600) -> dict:
     """Runs a check script of this folder in a fresh interpreter; returns its JSON.
@@ -40,7 +63,7 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
     import numpy as np
     from flax import nnx
 
-    from maf_jax.nn import MaskedLinear
+    from maf_jax.nn.layers import MaskedLinear
 
     key = jax.random.key(seed)
     for _, layer in nnx.iter_graph(module):

@@ -76,7 +76,7 @@ def check_scaling_out():
 def check_commands():
     import shlex
 
-    from maf_jax.options import parser
+    from maf_jax.cli.options import parser
 
     lines = [
         line

@@ -1,7 +1,7 @@
-"""float64 checks: run with ``JAX_ENABLE_X64=1 python -m pytest tests/test_float64.py``.
+"""float64 checks, in a pytest process of their own with ``JAX_ENABLE_X64=1``.
 
-x64 is a process-wide flag, so these tests run in their own pytest process (CI
-does: ``.ci/run``); in a float32 run they are skipped with that command as the reason.
+x64 is a process-wide flag: ``tests/test_own_process.py`` runs this file in its own
+process with the flag set; run directly without it, the tests skip and say why.
 """
 
 import jax
@@ -13,13 +13,9 @@ from flax import nnx
 from hypothesis import given
 from jax.test_util import check_grads
 
-from maf_jax import (
-    MAF,
-    MaskedAutoregressiveTransform,
-    RationalQuadraticSpline,
-    full_pass_inverse,
-    incremental_inverse,
-)
+from maf_jax import MAF, MaskedAutoregressiveTransform, RationalQuadraticSpline
+from maf_jax.bijections.autoregressive import full_pass_inverse
+from maf_jax.inverses.incremental import incremental_inverse
 
 pytestmark = pytest.mark.skipif(
     not jax.config.jax_enable_x64,

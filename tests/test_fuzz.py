@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maf_jax.cli import main
+from maf_jax.cli.main import main
 
 EXAMPLES = 3 * settings().max_examples  # 90 per test by default, 1500 with --long
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

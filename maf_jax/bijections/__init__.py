@@ -1,0 +1,34 @@
+"""Bijections as JAX pytrees: autoregressive, univariate, standardisation, their chain.
+
+Each exposes ``forward``, ``inverse``, ``forward_and_log_det`` and
+``inverse_and_log_det``; none holds Flax state.
+"""
+
+from maf_jax._lazy import exports
+
+__all__ = [
+    "AutoregressiveTransform",
+    "Chain",
+    "Compose",
+    "FullPass",
+    "MonotonicAffineTransform",
+    "MonotonicRQSTransform",
+    "RationalQuadraticSpline",
+    "Standardize",
+    "full_pass_inverse",
+]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "AutoregressiveTransform": "maf_jax.bijections.autoregressive",
+        "FullPass": "maf_jax.bijections.autoregressive",
+        "full_pass_inverse": "maf_jax.bijections.autoregressive",
+        "Chain": "maf_jax.bijections.chain",
+        "MonotonicRQSTransform": "maf_jax.bijections.spline",
+        "RationalQuadraticSpline": "maf_jax.bijections.spline",
+        "Compose": "maf_jax.bijections.standardize",
+        "Standardize": "maf_jax.bijections.standardize",
+        "MonotonicAffineTransform": "maf_jax.bijections.univariate",
+    },
+)

@@ -1,0 +1,280 @@
+"""The configuration a checkpoint stores: what describes a model, its schema, its size.
+
+A configuration read from a file is untrusted: ``check`` verifies every key's type
+and range before anything is built, and ``size`` gives the count of numbers it
+implies, which a checkpoint compares with the numbers the file holds before any
+model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maf_jax.bijections.autoregressive import DERIVATIVES, INVERSES
+from maf_jax.bijections.entries import UNIVARIATES, parameter_shapes
+from maf_jax.bijections.spline import RationalQuadraticSpline
+from maf_jax.bijections.univariate import MonotonicAffineTransform
+from maf_jax.core.graph import check_adjacency, with_diagonal
+from maf_jax.core.masks import MadeLayout
+from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring
+from maf_jax.flows.autoregressive import MAF, NSF
+from maf_jax.flows.standardized import Standardized
+
+__all__ = ["FORMAT", "ConfigError", "build", "check", "describe", "size"]
+
+FORMAT = "maf-jax/1"
+DTYPES = ("float32", "float64")
+# Settings that older checkpoints lack, and their values then.
+DEFAULTS = {
+    "precision": "highest",
+    "inverse": {"name": "incremental"},
+    "unroll": 10,
+    "derivative": "implicit",
+    "univariate": {"name": "affine"},
+    "degrees": None,
+    "adjacency": None,
+    "residual": False,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a model, or a model it cannot describe."""
+
+
+def describe(model) -> dict:
+    """The configuration of ``model``, a ``MAF`` or a ``Standardized`` MAF.
+
+    Raises:
+        ConfigError: For a model with parts a configuration cannot name (a custom
+            activation, univariate transform or inverse).
+    """
+    flow = model.flow if isinstance(model, Standardized) else model
+    if not isinstance(flow, MAF):
+        raise ConfigError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
+    first = flow.transforms[0]
+    activation = {fn: name for name, fn in ACTIVATIONS.items()}.get(first.hyper.activation)
+    if activation is None:
+        raise ConfigError(
+            f"activation {first.hyper.activation!r} cannot be saved; "
+            f"use one of {sorted(ACTIVATIONS)}"
+        )
+    univariate = _describe_univariate(first.univariate)
+    if [list(s) for s in first.shapes] != [list(x) for x in parameter_shapes(univariate)]:
+        raise ConfigError(
+            f"shapes {first.shapes} cannot be saved: they are not those of univariate {univariate}"
+        )
+    inverter = first.inverter
+    if type(inverter) not in INVERSES.values():
+        raise ConfigError(
+            f"inverse {inverter!r} cannot be saved; use one of {sorted(INVERSES)} "
+            "or maf_jax.Incremental(...)"
+        )
+    layout = first.layout
+    return dict(
+        format=FORMAT,
+        features=layout.features,
+        context=layout.context,
+        transforms=len(flow.transforms),
+        passes=layout.passes,
+        hidden_features=list(layout.hidden_features),
+        activation=activation,
+        shapes=[list(s) for s in first.shapes],
+        param_dtype=jnp.dtype(flow.param_dtype).name,
+        standardized=isinstance(model, Standardized),
+        precision={v: k for k, v in PRECISIONS.items()}[first.precision],
+        inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
+        unroll=flow.unroll,
+        derivative=first.derivative,
+        univariate=univariate,
+        degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
+        adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
+        residual=layout.residual,
+    )
+
+
+def _describe_univariate(univariate) -> dict:
+    """The ``univariate`` entry: the affine map, or a spline and its settings."""
+    if univariate is MonotonicAffineTransform:
+        return {"name": "affine"}
+    if isinstance(univariate, RationalQuadraticSpline):
+        return {"name": "spline", **dataclasses.asdict(univariate)}
+    raise ConfigError(
+        f"univariate {univariate!r} cannot be saved; use MonotonicAffineTransform "
+        "(MAF) or maf_jax.RationalQuadraticSpline (NSF)"
+    )
+
+
+def _integer(value, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _integers(value, key: str, minimum: int) -> list[int]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list of integers, got {value!r}")
+    return [_integer(v, f"{key}[{i}]", minimum) for i, v in enumerate(value)]
+
+
+def _choice(value, key: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{key} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check(config) -> dict:
+    """Returns ``config`` with its defaults after checking every key's type and range.
+
+    Raises:
+        ConfigError: For anything but a JSON object of this format whose keys all
+            hold values of their type and range.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"expected a JSON object, got {type(config).__name__}")
+    if config.get("format") != FORMAT:
+        raise ConfigError(f"unknown format {config.get('format')!r}, expected {FORMAT!r}")
+    config = DEFAULTS | config
+    known = {
+        "format", "features", "context", "transforms", "passes", "hidden_features",
+        "activation", "shapes", "param_dtype", "standardized", *DEFAULTS,
+    }  # fmt: skip
+    missing, unknown = sorted(known - set(config)), sorted(set(config) - known)
+    if missing or unknown:
+        raise ConfigError(f"missing keys {missing}, unknown keys {unknown}")
+    for key, minimum in [("features", 1), ("context", 0), ("transforms", 1), ("passes", 1)]:
+        _integer(config[key], key, minimum)
+    _integer(config["unroll"], "unroll", 0)
+    _integers(config["hidden_features"], "hidden_features", 1)
+    for key in ("standardized", "residual"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
+    _check_degrees(config)
+    _check_adjacency(config)
+    _check_univariate(config["univariate"])
+    shapes = [list(shape) for shape in parameter_shapes(config["univariate"])]
+    if config["shapes"] != shapes:
+        raise ConfigError(
+            f"shapes must be {shapes} (those of univariate "
+            f"{config['univariate']['name']!r}), got {config['shapes']!r}"
+        )
+    _choice(config["activation"], "activation", ACTIVATIONS)
+    _choice(config["param_dtype"], "param_dtype", DTYPES)
+    _choice(config["precision"], "precision", PRECISIONS)
+    _choice(config["derivative"], "derivative", DERIVATIVES)
+    inverse = config["inverse"]
+    if not isinstance(inverse, dict):
+        raise ConfigError(f"inverse must be an object with a name, got {inverse!r}")
+    name = _choice(inverse.get("name"), "inverse name", INVERSES)
+    fields = {f.name for f in dataclasses.fields(INVERSES[name])}
+    if not set(inverse) - {"name"} <= fields:
+        raise ConfigError(f"inverse {name!r} takes options {sorted(fields)}, got {inverse!r}")
+    try:
+        INVERSES[name](**{k: v for k, v in inverse.items() if k != "name"})
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"inverse: {error}") from None
+    return config
+
+
+def _check_degrees(config: dict) -> None:
+    """Degrees, if any, as ``MadeLayout`` takes them (after the integer checks)."""
+    degrees = config["degrees"]
+    if degrees is None:
+        return
+    if not isinstance(degrees, list) or not all(isinstance(d, list) for d in degrees):
+        raise ConfigError(f"degrees must be null or a list of lists of integers, got {degrees!r}")
+    for i, layer in enumerate(degrees):
+        _integers(layer, f"degrees[{i}]", -1)
+    try:
+        MadeLayout(
+            config["features"],
+            config["context"],
+            config["passes"],
+            tuple(config["hidden_features"]),
+            1,
+            degrees=degrees,
+            residual=config["residual"],
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_adjacency(config: dict) -> None:
+    adjacency = config["adjacency"]
+    if adjacency is None:
+        return
+    features, context = config["features"], config["context"]
+    rows = isinstance(adjacency, list) and all(isinstance(r, list) for r in adjacency)
+    if not rows or not all(isinstance(v, bool) for r in adjacency for v in r):
+        raise ConfigError(
+            f"adjacency must be null or a list of lists of booleans, got {adjacency!r}"
+        )
+    if config["passes"] != features or config["degrees"] is not None:
+        raise ConfigError("a model with an adjacency has passes = features and no degrees")
+    try:
+        check_adjacency(adjacency, features, context)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_univariate(univariate) -> None:
+    if not isinstance(univariate, dict):
+        raise ConfigError(f"univariate must be an object with a name, got {univariate!r}")
+    name = _choice(univariate.get("name"), "univariate name", UNIVARIATES)
+    if set(univariate) != {"name", *UNIVARIATES[name]}:
+        *first, last = UNIVARIATES[name] or ("no options",)
+        options = f"{', '.join(first)} and {last}" if first else last
+        raise ConfigError(f"univariate {name!r} takes {options}, got {univariate!r}")
+    if name == "affine":
+        return
+    try:
+        RationalQuadraticSpline(univariate["bins"], univariate["bound"], univariate["slope"])
+    except ValueError as error:
+        raise ConfigError(f"univariate: {error}") from None
+
+
+def size(config: dict) -> int:
+    """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics."""
+    features, context = config["features"], config["context"]
+    total = sum(math.prod(shape) for shape in config["shapes"])
+    hidden = config["hidden_features"]
+    if config["residual"]:
+        hidden = [hidden[i] for i in Wiring.residual(hidden)[1]]
+    widths = [features + context, *hidden, features * total]
+    per_transform = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) + features
+    statistics = 2 * (features + context) if config["standardized"] else 0
+    return config["transforms"] * per_transform + statistics
+
+
+def build(config: dict):
+    """Builds an untrained model with the structure that a checked ``config`` describes."""
+    options = {k: v for k, v in config["inverse"].items() if k != "name"}
+    settings = dict(
+        transforms=config["transforms"],
+        hidden_features=tuple(config["hidden_features"]),
+        activation=ACTIVATIONS[config["activation"]],
+        param_dtype=jnp.dtype(config["param_dtype"]),
+        precision=config["precision"],
+        inverse=INVERSES[config["inverse"]["name"]](**options),
+        unroll=config["unroll"],
+        derivative=config["derivative"],
+        degrees=config["degrees"],
+        residual=config["residual"],
+        rngs=nnx.Rngs(0),
+    )
+    if config["adjacency"] is not None:
+        settings.update(adjacency=np.array(config["adjacency"]))
+    else:
+        settings.update(passes=config["passes"])
+    spline = {k: v for k, v in config["univariate"].items() if k != "name"}
+    if spline:
+        flow = NSF(config["features"], config["context"], **spline, **settings)
+    else:
+        flow = MAF(config["features"], config["context"], **settings)
+    if config["standardized"]:
+        return Standardized(flow, np.zeros(config["features"]), np.ones(config["features"]))
+    return flow

@@ -1,0 +1,212 @@
+"""The static schedule of the incremental inverse: which units each step computes.
+
+Step ``s`` of the inverse makes final the hidden units of degree ``s - 1`` and the
+features of rank ``s``. Steps are grouped into blocks. At the start of a block, one
+matrix product per layer adds up every contribution from inputs that are final
+(units not final yet are zeros in the buffers); each step then adds only the
+contributions from inputs made final inside the block. A step thus reads a few rows
+of each buffer instead of the whole, and most of the arithmetic runs as wide matrix
+products.
+
+Blocks of one shape form a group, run by one ``lax.scan`` over its blocks, so that
+the compiled program does not grow with the number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from maf_jax.core.masks import MadeLayout
+
+__all__ = ["Group", "Layer", "schedule", "with_null_units"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """The work of one layer (hidden or output) in each block of a group.
+
+    Attributes:
+        width: Units computed per step.
+        span: Units of the layer that a block's windows cover: its local buffer.
+        lo: First unit of the span in each block, shape ``(blocks,)``.
+        inside: Inputs ``[inside[b, 0], inside[b, 1])`` become final within block
+            ``b``, shape ``(blocks, 2)``.
+        starts: First unit of the window at each step, shape ``(blocks, k)``.
+    """
+
+    width: int
+    span: int
+    lo: np.ndarray
+    inside: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def before(self) -> int:
+        """Inputs ``[0, before)`` may be final before a block of the group."""
+        return int(self.inside[:, 0].max())
+
+    @property
+    def grows(self) -> bool:
+        """Whether some block makes inputs final within it."""
+        return bool((self.inside[:, 1] > self.inside[:, 0]).any())
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Blocks of ``k`` consecutive steps each, all of one shape.
+
+    Attributes:
+        steps: The steps of each block, shape ``(blocks, k)``; the last step is
+            repeated to fill the last block (it recomputes the same values).
+        hidden: Whether the steps compute hidden units (step 0 without context has
+            none: the outputs of rank 0 are constants).
+        layers: The hidden layers' work.
+        output: The output layer's work; its units are the ``block * total``
+            outputs of the features of each step.
+        feature_starts: First feature of rank ``s`` at each step, ``(blocks, k)``.
+    """
+
+    steps: np.ndarray
+    hidden: bool
+    layers: tuple[Layer, ...]
+    output: Layer
+    feature_starts: np.ndarray
+
+    @property
+    def works(self) -> tuple[Layer, ...]:
+        """The layers the steps compute: the hidden ones if ``hidden``, the output."""
+        return (*(self.layers if self.hidden else ()), self.output)
+
+
+def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
+    """Start of the window of units of degree ``s - 1`` at each step.
+
+    Where that degree has no unit, the window moves down onto units that are
+    already final, which are recomputed to the same values, so that buffers never
+    hold partial values.
+    """
+    first = np.searchsorted(degree, steps - 1, side="left")
+    last = np.searchsorted(degree, steps - 1, side="right")
+    start = np.where(last > first, first, last - width)
+    return np.clip(start, 0, len(degree) - width).astype(np.int32)
+
+
+def _layer(starts: np.ndarray, width: int, units: int, inside: np.ndarray) -> Layer:
+    """A layer's spans: from the first window of each block to the last."""
+    lo = starts.min(axis=1)
+    span = int((starts.max(axis=1) + width - lo).max())
+    lo = np.minimum(lo, units - span).astype(np.int32)
+    return Layer(width, span, lo, inside.astype(np.int32), starts)
+
+
+def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
+    block, total, features = layout.block, layout.total, layout.features
+    a, b = steps[:, 0], steps[:, -1] + 1
+    # inputs of the first layer are features: rank r is final after step r
+    before, inside = np.minimum(features, a * block), np.minimum(features, (b - 1) * block)
+    layers = []
+    for degree in layout.hidden_degrees:
+        counts = (degree[None, :] == steps.reshape(-1, 1) - 1).sum(axis=1)
+        width = max(1, int(counts.max()))
+        starts = _window_starts(degree, steps, width)
+        layers.append(
+            _layer(starts, width, len(degree), np.stack([before, np.maximum(before, inside)], 1))
+        )
+        # next layer's inputs: units of degree d are final after step d + 1
+        before = np.searchsorted(degree, a - 2, side="right")
+        inside = np.searchsorted(degree, b - 2, side="right")
+    feature_starts = np.minimum(steps * block, features - block).astype(np.int32)
+    output = _layer(
+        feature_starts * total,
+        block * total,
+        features * total,
+        np.stack([before, np.maximum(before, inside)], 1),
+    )
+    return Group(steps, hidden, tuple(layers), output, feature_starts)
+
+
+@functools.lru_cache(maxsize=256)
+def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> tuple[Group, ...]:
+    """Groups the steps of the inverse into blocks, and blocks into groups.
+
+    The steps before the first hidden unit, the step of the lowest degree (which
+    holds the remainder units), then ``blocks`` blocks of equal length over the
+    regular steps, in ``groups`` groups.
+
+    Args:
+        layout: The MADE structure.
+        blocks: Number of regular blocks; ``ceil(sqrt(steps) / 2)`` by default,
+            which balances the reads of the wide products against those of the
+            steps (benchmarks/inverse_sweep.py).
+        groups: Most groups of regular blocks, each one ``lax.scan``, so that the
+            program does not grow with ``steps``. A block's wide product reads
+            every input final before the last block of its group: more groups
+            waste less arithmetic and compile more code.
+    """
+    steps = np.arange(layout.steps)
+    if not layout.hidden_features:
+        head, peeled, rest = steps[:0], steps[:0], steps
+    else:
+        lowest = int(layout.hidden_degrees[0][0])
+        head, peeled, rest = (
+            steps[: lowest + 1],
+            steps[lowest + 1 : lowest + 2],
+            steps[lowest + 2 :],
+        )
+    out = [_group(layout, head[None], False)] if head.size else []
+    out += [_group(layout, peeled[None], True)] if peeled.size else []
+    if rest.size:
+        count = min(blocks or math.ceil(math.sqrt(rest.size) / 2), rest.size)
+        k = -(-rest.size // count)
+        count = -(-rest.size // k)  # no block made only of repeats
+        padded = np.concatenate([rest, np.full(count * k - rest.size, rest[-1])])
+        out += [
+            _group(layout, part, bool(layout.hidden_features))
+            for part in np.array_split(padded.reshape(count, k), min(groups, count))
+        ]
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def with_null_units(layout: MadeLayout) -> tuple[MadeLayout, tuple[np.ndarray, ...]]:
+    """``layout`` with null units where the schedule's windows need them.
+
+    A window holds as many units as the widest degree of its group: it must find,
+    at every step, either that many units of the step's degree or (where the
+    degree has none) final units of the lowest degree. So every degree of a layer
+    but the lowest has no units or ``m`` of them, and the lowest (the first
+    layer's, in every layer) has at least ``m``. The layouts that maf_jax builds
+    are so; others (zuko's, whose counts differ by one, or given ``degrees``) get
+    null units, with zero weights in and out, which change no output.
+
+    Returns:
+        The layout to schedule (one hidden size per layer of ``layout.wiring``, so
+        not residual), and for each hidden layer the index of every unit
+        of the padded layer in the original one, -1 for a null unit.
+    """
+    if not layout.hidden_features:
+        return layout, ()
+    low = min(int(d[0]) for d in layout.hidden_degrees)
+    degrees, indices = [], []
+    for degree in layout.hidden_degrees:
+        values, counts = np.unique(degree, return_counts=True)
+        m = int(counts[values > low].max(initial=0))
+        index, padded = [], []
+        for d in sorted({low, *values.tolist()}):
+            units = np.flatnonzero(degree == d).tolist()
+            null = max(m - len(units), 0 if d > low else 1 - len(units), 0)
+            index += [-1] * null + units
+            padded += [d] * (null + len(units))
+        indices.append(np.asarray(index))
+        degrees.append(tuple(padded))
+    if all(len(i) == len(d) for i, d in zip(indices, layout.hidden_degrees)):
+        return layout, tuple(indices)
+    sizes = tuple(map(len, degrees))
+    padded = dataclasses.replace(
+        layout, hidden_features=sizes, degrees=tuple(degrees), adjacency=None, residual=False
+    )
+    return padded, tuple(indices)

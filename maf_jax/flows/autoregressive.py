@@ -1,0 +1,371 @@
+"""Flax NNX modules: the masked autoregressive transform and the MAF."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maf_jax.bijections.autoregressive import DERIVATIVES, AutoregressiveTransform, as_inverse
+from maf_jax.bijections.chain import Chain
+from maf_jax.bijections.spline import RationalQuadraticSpline
+from maf_jax.bijections.univariate import MonotonicAffineTransform
+from maf_jax.core._checks import check_event, positive_int
+from maf_jax.core.graph import check_adjacency
+from maf_jax.core.masks import MadeLayout, check_order
+from maf_jax.core.network import as_precision
+from maf_jax.distributions import DiagNormal, NormalizingFlow
+from maf_jax.nn.layers import MaskedMLP
+
+__all__ = ["MAF", "NSF", "MaskedAutoregressiveTransform", "Order"]
+
+
+class Order(nnx.Variable):
+    """A fixed feature order; not a trainable parameter."""
+
+
+def _check_shapes(shapes) -> tuple[tuple[int, ...], ...]:
+    try:
+        shapes = tuple(tuple(int(d) for d in shape) for shape in shapes)
+    except TypeError:
+        raise ValueError(
+            f"shapes must be a sequence of parameter shapes such as ((), ()), got {shapes!r}"
+        ) from None
+    if not shapes or any(d < 1 for shape in shapes for d in shape):
+        raise ValueError(f"shapes must be a non-empty sequence of shapes, got {shapes!r}")
+    return shapes
+
+
+class MaskedAutoregressiveTransform(nnx.Module):
+    """Masked autoregressive transform: parameters of ``t(c)``.
+
+    Feature ``i`` of ``y = t(c).forward(x)`` is ``f(x_i; phi_i)`` where ``phi_i`` is
+    computed by a masked MLP from the context ``c`` and the features ``x_j`` with
+    ``order[j] // ceil(features / passes) < order[i] // ceil(features / passes)``.
+
+    Args:
+        features: The number of features ``D``.
+        context: The number of context features ``C``.
+        passes: Passes of the inverse: ``features`` (default) is fully
+            autoregressive, 2 a coupling transform.
+        order: Feature order, a permutation of ``range(features)``; ascending if
+            ``None``.
+        univariate: Constructor of the elementwise bijection from its parameters;
+            see ``maf_jax.bijections.univariate``.
+        shapes: Shape of each univariate parameter, per feature.
+        hidden_features: Sizes of the hidden layers.
+        activation: Nonlinearity of the network.
+        rngs: Random number generators for the initial weights.
+        param_dtype: The dtype of the parameters.
+        precision: Precision of the network's products: ``"highest"`` (full
+            float32 on every backend, the default, so that the sequential inverse
+            and the parallel forward round alike), ``"high"``, ``"default"`` (the
+            backend's: TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs) or a
+            ``jax.lax.Precision``.
+        inverse: The inverse behind sampling: ``"incremental"`` (the default,
+            about one network pass), ``"full_pass"`` (``passes`` network passes, the
+            reference), or an object such as ``maf_jax.Incremental(blocks=4)``.
+        derivative: How sampling is differentiated (``rsample``): ``"implicit"``
+            (the default: by the implicit function theorem, about three network
+            passes whatever the inverse, storing only the samples) or
+            ``"autodiff"`` (through the inverse's operations; kept for one release).
+        degrees: The degree of each hidden unit, one ascending sequence per hidden
+            layer (a unit of degree ``d`` sees the features of rank ``<= d``); spread
+            evenly by default. ``maf_jax.interop.from_zuko`` sets zuko's.
+        adjacency: A DAG over the features, as in zuko: boolean ``(features,
+            features)`` or ``(features, features + context)``, ``A[i, j]`` when
+            feature ``i`` may depend on input ``j``, ones on the diagonal. Feature
+            ``i`` then depends on exactly its row; the order follows the graph and
+            the inverse takes one step per feature (zuko's ``passes`` is the
+            graph's depth). ``order`` and ``passes`` must be left out.
+        residual: Whether the network is zuko's masked residual network: per hidden
+            size a masked linear layer (none between equal sizes), then a residual
+            block ``h + W_2 act(W_1 h + b_1) + b_2`` whose masks keep the
+            autoregressive structure; the activation acts only inside the blocks.
+
+    Settings are static: ``jax.jit`` traces again for a transform built with
+    others, and two transforms with different settings coexist in one program.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> t = MaskedAutoregressiveTransform(3, context=2, rngs=nnx.Rngs(0))
+        >>> y, ladj = t(jnp.ones(2)).forward_and_log_det(jnp.ones((5, 3)))
+        >>> y.shape, ladj.shape
+        ((5, 3), (5,))
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        passes: int | None = None,
+        order: Sequence[int] | None = None,
+        univariate: Callable = MonotonicAffineTransform,
+        shapes: Sequence[Sequence[int]] = ((), ()),
+        hidden_features: Sequence[int] = (64, 64),
+        activation: Callable = jax.nn.relu,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+        precision="highest",
+        inverse="incremental",
+        derivative="implicit",
+        degrees=None,
+        adjacency=None,
+        residual: bool = False,
+    ):
+        features = positive_int(features, "features")
+        context = positive_int(context, "context", minimum=0)
+        if adjacency is not None:
+            if order is not None or passes is not None:
+                raise ValueError("adjacency sets the order and the passes: give neither")
+            adjacency = check_adjacency(adjacency, features, context)
+            passes = features
+        passes = features if passes is None else positive_int(passes, "passes")
+        order = np.arange(features) if order is None else check_order(order, features)
+        self.shapes = _check_shapes(shapes)
+        total = sum(math.prod(shape) for shape in self.shapes)
+        self.layout = MadeLayout(
+            features,
+            context,
+            passes,
+            tuple(hidden_features),
+            total,
+            degrees=degrees,
+            adjacency=adjacency,
+            residual=residual,
+        )
+        if adjacency is not None:
+            order = self.layout.graph_order
+        self.univariate = univariate
+        self.precision = as_precision(precision)
+        self.inverter = as_inverse(inverse)
+        if derivative not in DERIVATIVES:
+            raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+        self.derivative = derivative
+        self.order = Order(jnp.asarray(order, jnp.int32))
+        self.hyper = MaskedMLP(
+            self.layout.masks,
+            activation,
+            self.layout.wiring,
+            rngs=rngs,
+            param_dtype=param_dtype,
+            precision=self.precision,
+        )
+
+    @property
+    def features(self) -> int:
+        """The number of features."""
+        return self.layout.features
+
+    @property
+    def context(self) -> int:
+        """The number of context features."""
+        return self.layout.context
+
+    def _check_context(self, c):
+        expected = self.layout.context
+        if expected == 0:
+            if c is not None:
+                raise ValueError("this flow is unconditional (context=0): call it without c")
+            return None
+        if c is None:
+            raise ValueError(
+                f"this flow is conditional: call it with a context c of shape (*, {expected})"
+            )
+        return check_event(c, expected, "context c", what="context")
+
+    def __call__(self, c: jax.Array | None = None) -> AutoregressiveTransform:
+        """Returns the bijection from data to noise given the context ``c``.
+
+        Args:
+            c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
+        """
+        return AutoregressiveTransform(
+            # the masks are the layout's NumPy arrays: constants that XLA folds in
+            weights=self.hyper.weights,
+            order=self.order[...],
+            context=self._check_context(c),
+            layout=self.layout,
+            univariate=self.univariate,
+            shapes=self.shapes,
+            activation=self.hyper.activation,
+            precision=self.precision,
+            inverter=self.inverter,
+            derivative=self.derivative,
+        )
+
+
+class MAF(nnx.Module):
+    """Masked Autoregressive Flow, with the interface of ``zuko.flows.MAF``.
+
+    A stack of masked autoregressive transforms on a standard normal base.
+
+    Orders alternate between ascending and descending (or ``order`` and
+    ``features - 1 - order`` when an ``order`` is given), or are drawn at random
+    from ``rngs`` when ``randperm=True``.
+
+    Args:
+        features: The number of features.
+        context: The number of context features.
+        transforms: The number of autoregressive transforms.
+        randperm: Whether each transform gets a random feature order.
+        rngs: Random number generators for weights and permutations.
+        order: Feature order of the even transforms; odd ones are reversed.
+        param_dtype: The dtype of the parameters and of the base distribution.
+        unroll: Longest chain whose forward is unrolled when differentiated
+            (training compiles and runs faster through straight-line code; longer
+            chains keep the loop).
+        **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
+            ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
+            ``precision``, ``inverse``, ``derivative``, ``degrees``, ``adjacency``,
+            ``residual``.
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> flow = MAF(3, context=4, rngs=nnx.Rngs(0))
+        >>> c = jax.random.normal(jax.random.key(1), (4,))
+        >>> x = flow(c).sample(jax.random.key(2))
+        >>> x.shape, flow(c).log_prob(x).shape
+        ((3,), ())
+
+    References:
+        Papamakarios et al., Masked Autoregressive Flow for Density Estimation,
+        2017, https://arxiv.org/abs/1705.07057
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        *,
+        rngs: nnx.Rngs,
+        order: Sequence[int] | None = None,
+        param_dtype=jnp.float32,
+        unroll: int = 10,
+        **kwargs,
+    ):
+        features = positive_int(features, "features")
+        transforms = positive_int(transforms, "transforms")
+        self.unroll = positive_int(unroll, "unroll", minimum=0)
+        if randperm and order is not None:
+            raise ValueError("give either order or randperm=True, not both")
+        if kwargs.get("adjacency") is not None:  # the graph sets every order
+            if randperm or order is not None:
+                raise ValueError("adjacency sets the orders: give neither order nor randperm")
+            orders = [None] * transforms
+        elif randperm:
+            orders = [
+                np.asarray(jax.random.permutation(rngs.params(), features))
+                for _ in range(transforms)
+            ]
+        else:
+            first = np.arange(features) if order is None else check_order(order, features)
+            orders = [first, features - 1 - first]
+            orders = [orders[i % 2] for i in range(transforms)]
+        self.param_dtype = param_dtype
+        self.transforms = nnx.List(
+            MaskedAutoregressiveTransform(
+                features, context, order=o, rngs=rngs, param_dtype=param_dtype, **kwargs
+            )
+            for o in orders
+        )
+
+    @property
+    def features(self) -> int:
+        """The number of features."""
+        return self.transforms[0].layout.features
+
+    @property
+    def context(self) -> int:
+        """The number of context features."""
+        return self.transforms[0].layout.context
+
+    def __call__(self, c: jax.Array | None = None) -> NormalizingFlow:
+        """Returns the distribution ``p(x | c)``.
+
+        Args:
+            c: Context of shape ``(*batch, context)``, or ``None`` if unconditional.
+
+        Returns:
+            A ``NormalizingFlow`` of batch shape ``batch`` and event shape
+            ``(features,)``.
+        """
+        bijections = [t(c) for t in self.transforms]
+        context = bijections[0].context
+        batch_shape = () if context is None else context.shape[:-1]
+        zeros = jnp.zeros(self.features, self.param_dtype)
+        return NormalizingFlow(
+            transform=Chain.stack(bijections, batch_shape, self.unroll),
+            base=DiagNormal(zeros, jnp.ones_like(zeros)),
+            batch_shape=batch_shape,
+        )
+
+
+class NSF(MAF):
+    """Neural spline flow: a MAF whose univariate maps are rational-quadratic splines.
+
+    With the interface of ``zuko.flows.NSF``. Splines act on ``[-bound, bound]`` and
+    are the identity outside, so standardize the features first (``fit`` does by
+    default). Sampling uses the same fast inverse as ``MAF``: each spline is
+    inverted in closed form.
+
+    Args:
+        features: The number of features.
+        context: The number of context features.
+        transforms: The number of autoregressive transforms.
+        randperm: Whether each transform gets a random feature order.
+        rngs: Random number generators for weights and permutations.
+        bins: The number of bins ``K`` of each spline.
+        bound: The half-width ``B`` of the splines' domain.
+        slope: The smallest derivative at the knots, in ``(0, 1)``.
+        **kwargs: Passed to ``MAF``: ``order``, ``passes``, ``hidden_features``,
+            ``activation``, ``param_dtype``, ``precision``, ``inverse``, ...
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> flow = NSF(3, context=4, bins=8, rngs=nnx.Rngs(0))
+        >>> c = jax.random.normal(jax.random.key(1), (4,))
+        >>> flow(c).sample(jax.random.key(2), (5,)).shape
+        (5, 3)
+
+    References:
+        Durkan et al., Neural Spline Flows, 2019, https://arxiv.org/abs/1906.04032
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        randperm: bool = False,
+        *,
+        rngs: nnx.Rngs,
+        bins: int = 8,
+        bound: float = 5.0,
+        slope: float = 1e-3,
+        **kwargs,
+    ):
+        for key in ("univariate", "shapes"):
+            if key in kwargs:
+                raise ValueError(f"NSF sets {key} from bins, bound and slope; use MAF for others")
+        spline = RationalQuadraticSpline(bins, bound, slope)
+        super().__init__(
+            features,
+            context,
+            transforms,
+            randperm,
+            rngs=rngs,
+            univariate=spline,
+            shapes=spline.shapes,
+            **kwargs,
+        )
