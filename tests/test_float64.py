@@ -7,6 +7,7 @@ process with the flag set; run directly without it, the tests skip and say why.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import graphs, scramble, structures
 from flax import nnx
@@ -155,3 +156,51 @@ def test_any_dag_inverts_exactly(graph):
     np.testing.assert_allclose(x, x_full, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ladj, ladj_full, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(b.forward(x), y, rtol=1e-10, atol=1e-10)
+
+
+def test_fit_trains_a_float64_flow_in_float64():
+    """Data, statistics, parameters and losses in float64: the first epoch's loss is
+    the float64 NLL of the initial flow on every row (one batch of all of them)."""
+    from maf_jax.bijections.standardize import statistics
+    from maf_jax.flows.standardized import Standardized
+    from maf_jax.train.fitting import fit
+
+    rows = np.random.default_rng(0).normal(size=(64, 2)) * [1.0, 3.0] + [0.5, -2.0]
+    flow = MAF(2, transforms=2, hidden_features=(8,), rngs=nnx.Rngs(0), param_dtype=F64)
+    initial = Standardized(nnx.clone(flow), *statistics(rows))
+    want = float(-initial().log_prob(jnp.asarray(rows)).mean())
+    model, history = fit(
+        flow, rows, key=jax.random.key(1), batch_size=64, validation=0.0, epochs=5,
+        optimizer=optax.adam(1e-2), progress=False,
+    )  # fmt: skip
+    dtypes = {a.dtype for a in jax.tree.leaves(nnx.state(model))} - {jnp.dtype(jnp.int32)}
+    assert dtypes == {jnp.dtype(F64)}
+    assert model.mean[...].dtype == model.std[...].dtype == F64
+    np.testing.assert_allclose(history.train_loss[0], want, rtol=1e-13)
+    assert history.train_loss[-1] < history.train_loss[0]
+    final = float(-model().log_prob(jnp.asarray(rows)).mean())
+    assert final < want
+
+
+def test_fit_keeps_a_float32_flow_in_float32():
+    from maf_jax.train.fitting import fit
+
+    rows = np.random.default_rng(0).normal(size=(64, 2))
+    flow = MAF(2, transforms=1, hidden_features=(8,), rngs=nnx.Rngs(0))
+    model, _ = fit(flow, rows, key=jax.random.key(1), batch_size=32, steps=3, progress=False)
+    floats = {a.dtype for a in jax.tree.leaves(nnx.state(model)) if a.dtype.kind == "f"}
+    assert floats == {jnp.dtype(jnp.float32)}
+
+
+def test_a_float64_checkpoint_with_float32_statistics_loads(tmp_path):
+    """Statistics were float32 beside float64 parameters before they took the flow's dtype."""
+    from maf_jax.checkpoint import load, save
+    from maf_jax.flows.standardized import Standardization, Standardized
+
+    model = Standardized(MAF(2, transforms=1, rngs=nnx.Rngs(0), param_dtype=F64), [1, 2], [3, 4])
+    for name in ("mean", "std", "context_mean", "context_std"):
+        setattr(model, name, Standardization(getattr(model, name)[...].astype(jnp.float32)))
+    save(tmp_path / "old.npz", model)
+    loaded = load(tmp_path / "old.npz")
+    assert loaded.mean[...].dtype == loaded.std[...].dtype == F64
+    np.testing.assert_array_equal(loaded.std[...], [3, 4])

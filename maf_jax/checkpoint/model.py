@@ -119,12 +119,19 @@ def load(path):
     # Bounded now: the model has as many numbers as the file.
     graphdef, state = nnx.split(nnx.eval_shape(lambda: configuration.build(config)))
     variables = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(state)}
+    expected = {n: v.get_value() for n, v in variables.items()}
+    for name, variable in variables.items():
+        # statistics of a float64 model were float32 before the model's dtype was
+        # theirs: such a file still loads, its statistics widened
+        if isinstance(variable, Standardization) and name in headers:
+            if (headers[name].dtype, expected[name].dtype) == (np.float32, np.float64):
+                expected[name] = headers[name]
     try:
-        archive.check_headers(headers, {n: v.get_value() for n, v in variables.items()})
+        archive.check_headers(headers, expected)
         arrays = read_npz(path, variables, stored=True)
     except ArrayFileError as error:
         raise CheckpointError(f"{path}: {error}") from None
     for name, variable in variables.items():
         check_values(path, name, arrays[name], config["features"])
-        variable.set_value(jnp.asarray(arrays[name]))
+        variable.set_value(jnp.asarray(arrays[name], variable.get_value().dtype))
     return nnx.merge(graphdef, state)

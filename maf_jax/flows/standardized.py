@@ -8,6 +8,7 @@ from flax import nnx
 
 from maf_jax.bijections.standardize import Compose, Standardize, statistics
 from maf_jax.core._checks import check_event
+from maf_jax.core._pytree import float_dtype
 from maf_jax.distributions import NormalizingFlow
 
 __all__ = ["Standardization", "Standardized"]
@@ -30,17 +31,21 @@ class Standardized(nnx.Module):
         std: Data standard deviation, shape ``(features,)``.
         context_mean: Context mean, shape ``(context,)``; zeros if ``None``.
         context_std: Context standard deviation, shape ``(context,)``; ones if ``None``.
+
+    The statistics are held in the dtype of the flow's parameters (float32 at the
+    least): a float64 flow standardises in float64.
     """
 
     def __init__(self, flow: nnx.Module, mean, std, context_mean=None, context_std=None):
         contexts = flow.context
+        dtype = float_dtype(nnx.state(flow, nnx.Param))
         self.flow = flow
-        self.mean = Standardization(jnp.asarray(mean, jnp.float32))
-        self.std = Standardization(jnp.asarray(std, jnp.float32))
+        self.mean = Standardization(jnp.asarray(mean, dtype))
+        self.std = Standardization(jnp.asarray(std, dtype))
         if context_mean is None:
             context_mean, context_std = np.zeros(contexts), np.ones(contexts)
-        self.context_mean = Standardization(jnp.asarray(context_mean, jnp.float32))
-        self.context_std = Standardization(jnp.asarray(context_std, jnp.float32))
+        self.context_mean = Standardization(jnp.asarray(context_mean, dtype))
+        self.context_std = Standardization(jnp.asarray(context_std, dtype))
 
     @classmethod
     def from_data(cls, flow: nnx.Module, data, context=None) -> Standardized:

@@ -25,7 +25,7 @@ __all__ = ["Shard", "Shards", "make_shards"]
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-    """One shard's rows as float32: training and validation data and contexts."""
+    """One shard's rows in the model's dtype: training and validation data and contexts."""
 
     x_train: np.ndarray
     c_train: np.ndarray | None
@@ -91,14 +91,14 @@ class Shards:
             length += 1
 
         def pad(a):
-            return np.concatenate([a, np.zeros((length - len(a), a.shape[1]), np.float32)])
+            return np.concatenate([a, np.zeros((length - len(a), a.shape[1]), a.dtype)])
 
         x = np.concatenate([pad(s.x_val) for s in self.local])
         c = None
         if self.local[0].c_val is not None:
             c = np.concatenate([pad(s.c_val) for s in self.local])
         weights = np.concatenate(
-            [(np.arange(length) < len(s.x_val)).astype(np.float32) for s in self.local]
+            [(np.arange(length) < len(s.x_val)).astype(s.x_val.dtype) for s in self.local]
         )
         return x, c, weights, self.count * length
 
@@ -120,11 +120,19 @@ def _digest(x: np.ndarray, c: np.ndarray | None) -> np.ndarray:
     return np.frombuffer(digest.digest(), np.uint8)
 
 
-def _pick(a, rows):
-    return None if a is None else np.asarray(a[rows], np.float32)
+def _pick(a, rows, dtype):
+    return None if a is None else np.asarray(a[rows], dtype)
 
 
-def make_shards(data, context, key: jax.Array, validation: float, count: int, first: int = 0):
+def make_shards(
+    data,
+    context,
+    key: jax.Array,
+    validation: float,
+    count: int,
+    first: int = 0,
+    dtype=np.float32,
+):
     """Splits this process's rows into shards of training and validation rows.
 
     Args:
@@ -135,6 +143,8 @@ def make_shards(data, context, key: jax.Array, validation: float, count: int, fi
         validation: Fraction of each shard's rows held out.
         count: Shards in all.
         first: Index of this process's shard when it holds one; 0 when it holds all.
+        dtype: The dtype the model computes in (float64 for a float64 flow): the
+            shards hold their rows in it.
 
     Raises:
         DataError: If a shard has too few rows to split.
@@ -150,7 +160,14 @@ def make_shards(data, context, key: jax.Array, validation: float, count: int, fi
         if len(x) == 0:
             raise DataError(f"{len(data)} rows are too few for {count} shards")
         train, val = split(len(x), (1 - validation, validation), jax.random.fold_in(key, first + i))
-        local.append(Shard(_pick(x, train), _pick(c, train), _pick(x, val), _pick(c, val)))
+        local.append(
+            Shard(
+                _pick(x, train, dtype),
+                _pick(c, train, dtype),
+                _pick(x, val, dtype),
+                _pick(c, val, dtype),
+            )
+        )
         sizes.append([len(train), len(val)])
         digests.append(_digest(x, c))
     sizes = _every_shard(np.array(sizes), count)

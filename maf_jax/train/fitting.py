@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from maf_jax.checkpoint.training import path_name
+from maf_jax.core._pytree import float_dtype
 from maf_jax.data.loaders import DataError, check_rows
 from maf_jax.flows.standardized import Standardized
 from maf_jax.train.batches import make_shards
@@ -68,14 +69,14 @@ def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[fl
     return float(values.mean()), float(stderr)
 
 
-def _check_inputs(flow, data, context):
-    data = check_rows(data, "data", flow.features)
+def _check_inputs(flow, data, context, dtype):
+    data = check_rows(data, "data", flow.features, dtype)
     if flow.context and context is None:
         raise DataError(f"the flow is conditional: give a context of shape (rows, {flow.context})")
     if context is not None:
         if not flow.context:
             raise DataError("the flow is unconditional (context=0) but a context was given")
-        context = check_rows(context, "context", flow.context)
+        context = check_rows(context, "context", flow.context, dtype)
         if len(context) != len(data):
             raise DataError(
                 f"context has {len(context)} rows but data has {len(data)}: they must match"
@@ -164,7 +165,9 @@ def fit(
     sharded over every device; only process 0 writes and shows progress.
 
     Args:
-        flow: The flow, e.g. ``MAF(features, context)``; trained in place.
+        flow: The flow, e.g. ``MAF(features, context)``; trained in place, in the
+            dtype of its parameters: a float64 flow (``param_dtype=jnp.float64``
+            under ``JAX_ENABLE_X64=1``) sees float64 data and statistics.
         data: Array ``(n, features)``: this process's rows.
         key: PRNG key for the split and the shuffling.
         context: Array ``(n, context)`` for a conditional flow, else ``None``.
@@ -205,7 +208,9 @@ def fit(
         maf_jax.checkpoint.CheckpointError: For a ``resume`` file that does not
             match this run.
     """
-    data, context = _check_inputs(flow, data, context)
+    # a float64 flow trains in float64 (data, statistics, losses), any other in float32
+    dtype = float_dtype(nnx.state(flow, nnx.Param))
+    data, context = _check_inputs(flow, data, context, dtype)
     if epochs is not None and steps is not None:
         raise ValueError("give epochs or steps, not both")
     if not 0 <= validation < 1:
@@ -224,7 +229,7 @@ def fit(
     mesh, devices, first = _mesh(mesh)
 
     split_key, shuffle_key = jax.random.split(key)
-    data_shards = make_shards(data, context, split_key, validation, shards, first)
+    data_shards = make_shards(data, context, split_key, validation, shards, first, dtype)
     per_shard = _batch(batch_size, shards, devices, data_shards.train)
     per_epoch = data_shards.steps_per_epoch(per_shard)
     if steps is not None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from maf_jax.checkpoint import schema as configuration
 from maf_jax.checkpoint import training as resume
 from maf_jax.checkpoint.model import CheckpointError
+from maf_jax.core._pytree import float_dtype
 from maf_jax.train.batches import Shards
 from maf_jax.train.distributed import global_array, to_host
 
@@ -129,7 +130,9 @@ class State:
         trees = {name: jax.tree.map(to_host, tree) for name, tree in host.items()}
         trees |= dict(
             rest=jax.tree.map(to_host, rest),
-            epoch_losses=np.array([to_host(loss) for loss in self.losses], np.float32),
+            epoch_losses=np.array(
+                [to_host(loss) for loss in self.losses], float_dtype(self.params)
+            ),
             train_loss=np.array(self.history.train_loss, np.float64),
             val_nll=np.array(self.history.val_nll, np.float64),
         )
@@ -169,7 +172,7 @@ class State:
             opt_state=jax.eval_shape(lambda p: optimizer.init(p), start.params),
             best_params=start.params,
             rest=rest,
-            epoch_losses=vector((record["position"],), np.float32),
+            epoch_losses=vector((record["position"],), float_dtype(start.params)),
             train_loss=vector((record["epoch"],), np.float64),
             val_nll=vector((validated,), np.float64),
         )
@@ -281,7 +284,7 @@ class Loop:
 
     def _end_epoch(self, state: State, bar) -> bool:
         """Validation and early-stopping state at the end of an epoch; False to stop."""
-        values = np.array([to_host(loss) for loss in state.losses], np.float32)
+        values = np.array([to_host(loss) for loss in state.losses], float_dtype(state.params))
         loss = float(values.mean(dtype=np.float64))
         if not math.isfinite(loss):
             kept = state.epoch - 1 if self.evaluate is None else state.history.best_epoch
