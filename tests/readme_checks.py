@@ -1,18 +1,39 @@
-"""The README's Python snippets, run on 4 virtual CPU devices by test_readme.py.
+"""The snippets of the README and of the docs' guides, run on 4 virtual CPU devices.
 
-XLA_FLAGS=--xla_force_host_platform_device_count=4 is set for this process only.
+Run by test_readme.py: XLA_FLAGS=--xla_force_host_platform_device_count=4 is set for
+this process only. This process never imports torch: the README's torch side runs in
+a process of its own.
 """
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from check_runner import report
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def section(title: str) -> str:
-    return README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    """The text under the heading ``title`` in the README or a docs page."""
+    for page in PAGES:
+        lines, level, fenced, found = page.read_text().splitlines(), None, False, []
+        for line in lines:
+            fenced ^= line.startswith("```")
+            heading = not fenced and re.match(r"(#+) (.*)", line)
+            if level is None and heading and heading.group(2) == title:
+                level = len(heading.group(1))
+            elif level is not None:
+                if heading and len(heading.group(1)) <= level:
+                    break
+                found.append(line)
+        if level is not None:
+            return "\n".join(found) + "\n"
+    raise AssertionError(f"no page has a section {title!r}")
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -25,19 +46,29 @@ def check_quickstart():
     assert namespace["x"].shape == (1000, 3) and namespace["log_p"].shape == (1000,)
 
 
-def check_splines_and_zuko():
+def check_zuko():
     import numpy as np
 
-    namespace = {}
-    code = blocks(section("Quickstart"), "python") + blocks(
-        section("Neural spline flows and zuko"), "python"
-    )
-    exec("\n".join(code), namespace)
-    assert namespace["x_nsf"].shape == (500, 3)
-    np.testing.assert_allclose(
-        namespace["ours_log_p"], namespace["zuko_log_p"], rtol=1e-5, atol=1e-5
-    )
-    assert type(namespace["back"]).__name__ == "NSF"
+    torch_side, jax_side = blocks(section("Moving models between zuko and maf_jax"), "python")
+    with tempfile.TemporaryDirectory() as folder:
+        probe = "\nimport sys; assert 'jax' not in sys.modules, 'the torch side loaded JAX'"
+        result = subprocess.run(
+            [sys.executable, "-c", torch_side + probe], cwd=folder, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        namespace, cwd = {}, os.getcwd()
+        os.chdir(folder)
+        try:
+            exec(jax_side, namespace)
+        finally:
+            os.chdir(cwd)
+        import jax
+
+        x = jax.random.normal(jax.random.key(0), (5, 3))
+        c = jax.random.normal(jax.random.key(1), (5, 4))
+        back = namespace["load_zuko"](Path(folder) / "back.npz")
+        np.testing.assert_array_equal(back(c).log_prob(x), namespace["flow"](c).log_prob(x))
+    assert "torch" not in sys.modules
 
 
 def check_scaling_out():
@@ -99,7 +130,7 @@ if __name__ == "__main__":
     report(
         {
             "quickstart": check_quickstart,
-            "splines_and_zuko": check_splines_and_zuko,
+            "zuko": check_zuko,
             "scaling_out": check_scaling_out,
             "commands": check_commands,
         }

@@ -1,4 +1,4 @@
-"""The README's snippets run as written and its commands parse (4 virtual CPU devices)."""
+"""The snippets of the README and the docs run as written and their commands parse."""
 
 import pytest
 from conftest import run_checks
@@ -10,6 +10,6 @@ def results():
     return run_checks("readme_checks.py", env={"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
 
 
-@pytest.mark.parametrize("name", ["quickstart", "splines_and_zuko", "scaling_out", "commands"])
+@pytest.mark.parametrize("name", ["quickstart", "zuko", "scaling_out", "commands"])
 def test_readme(results, name):
     assert results[name] == "", results[name]
