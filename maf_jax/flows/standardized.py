@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -18,6 +19,22 @@ class Standardization(nnx.Variable):
     """Fixed standardisation statistics; not trainable."""
 
 
+def _statistic(value, size: int, name: str, what: str, dtype) -> Standardization:
+    """``value`` as a ``(size,)`` statistic of ``dtype``: zeros or ones if ``None``."""
+    scale = name.endswith("std")
+    if value is None:
+        value = np.ones(size) if scale else np.zeros(size)
+    shape = np.shape(value)
+    if shape not in ((), (size,)):
+        raise ValueError(
+            f"{name}: expected shape ({size},) (the flow's {what}={size}) or a scalar, "
+            f"got shape {shape}"
+        )
+    if scale and not isinstance(value, jax.core.Tracer) and not (np.asarray(value) > 0).all():
+        raise ValueError(f"{name}: standard deviations must be positive, got {value!r}")
+    return Standardization(jnp.broadcast_to(jnp.asarray(value, dtype), (size,)))
+
+
 class Standardized(nnx.Module):
     """A flow fitted on standardised data, evaluated in the units of the data.
 
@@ -27,25 +44,35 @@ class Standardized(nnx.Module):
 
     Args:
         flow: The flow on standardised data, e.g. a ``MAF``.
-        mean: Data mean, shape ``(features,)``.
-        std: Data standard deviation, shape ``(features,)``.
-        context_mean: Context mean, shape ``(context,)``; zeros if ``None``.
-        context_std: Context standard deviation, shape ``(context,)``; ones if ``None``.
+        mean: Data mean, shape ``(features,)`` or a scalar; zeros if ``None``.
+        std: Data standard deviation, positive, shape ``(features,)`` or a scalar;
+            ones if ``None``.
+        context_mean: Context mean, shape ``(context,)`` or a scalar; zeros if ``None``.
+        context_std: Context standard deviation, positive, shape ``(context,)`` or a
+            scalar; ones if ``None``.
 
-    The statistics are held in the dtype of the flow's parameters (float32 at the
-    least): a float64 flow standardises in float64.
+    Each statistic is independent of the others: a missing mean is zeros and a
+    missing standard deviation ones, whatever else is given. The statistics are held
+    in the dtype of the flow's parameters (float32 at the least): a float64 flow
+    standardises in float64.
+
+    Raises:
+        ValueError: For a statistic of another shape, a standard deviation that is
+            not positive, or context statistics for an unconditional flow.
     """
 
-    def __init__(self, flow: nnx.Module, mean, std, context_mean=None, context_std=None):
-        contexts = flow.context
+    def __init__(self, flow: nnx.Module, mean=None, std=None, context_mean=None, context_std=None):
         dtype = float_dtype(nnx.state(flow, nnx.Param))
+        features, contexts = flow.features, flow.context
+        context_stats = (("context_mean", context_mean), ("context_std", context_std))
+        given = [name for name, v in context_stats if v is not None and np.size(v)]
+        if given and not contexts:
+            raise ValueError(f"the flow is unconditional (context=0): give no {' or '.join(given)}")
         self.flow = flow
-        self.mean = Standardization(jnp.asarray(mean, dtype))
-        self.std = Standardization(jnp.asarray(std, dtype))
-        if context_mean is None:
-            context_mean, context_std = np.zeros(contexts), np.ones(contexts)
-        self.context_mean = Standardization(jnp.asarray(context_mean, dtype))
-        self.context_std = Standardization(jnp.asarray(context_std, dtype))
+        self.mean = _statistic(mean, features, "mean", "features", dtype)
+        self.std = _statistic(std, features, "std", "features", dtype)
+        self.context_mean = _statistic(context_mean, contexts, "context_mean", "context", dtype)
+        self.context_std = _statistic(context_std, contexts, "context_std", "context", dtype)
 
     @classmethod
     def from_data(cls, flow: nnx.Module, data, context=None) -> Standardized:
