@@ -41,33 +41,17 @@ class Bijection(Protocol):
 
 
 @runtime_checkable
-class UnivariateTransform(Protocol):
+class UnivariateTransform(Bijection, Protocol):
     """An elementwise increasing bijection made from per-feature parameters.
 
     ``MaskedAutoregressiveTransform(univariate=U, shapes=...)`` calls
     ``U(*params)`` with one array per entry of ``shapes``, each of shape
     ``(*, features, *shape)``, and applies the result to ``(*, features)`` arrays.
     The result must be a JAX pytree (``maf_jax.core._pytree.dataclass`` makes one)
-    whose methods act elementwise: log-determinants have the shape of ``x``, not
-    summed. ``U`` itself must be hashable (a class or a frozen dataclass of
-    settings), since it is part of the transform's static structure.
+    whose ``Bijection`` methods act elementwise: log-determinants have the shape of
+    ``x``, not summed. ``U`` itself must be hashable (a class or a frozen dataclass
+    of settings), since it is part of the transform's static structure.
     """
-
-    def forward(self, x: Array) -> Array:
-        """``y = f(x)``, elementwise."""
-        ...
-
-    def inverse(self, y: Array) -> Array:
-        """``x = f^{-1}(y)``, elementwise."""
-        ...
-
-    def forward_and_log_det(self, x: Array) -> tuple[Array, Array]:
-        """``y`` and the elementwise ``log f'(x)``."""
-        ...
-
-    def inverse_and_log_det(self, y: Array) -> tuple[Array, Array]:
-        """``x`` and the elementwise ``-log f'(x)``."""
-        ...
 
 
 @runtime_checkable

@@ -17,11 +17,11 @@ from flax import nnx
 
 from maf_jax.bijections.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.bijections.entries import UNIVARIATES, parameter_shapes
+from maf_jax.bijections.registry import entry_of
 from maf_jax.bijections.spline import RationalQuadraticSpline
-from maf_jax.bijections.univariate import MonotonicAffineTransform
 from maf_jax.core.graph import check_adjacency, with_diagonal
 from maf_jax.core.masks import MadeLayout
-from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring
+from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
 from maf_jax.flows.autoregressive import MAF, NSF
 from maf_jax.flows.standardized import Standardized
 
@@ -57,13 +57,11 @@ def describe(model) -> dict:
     if not isinstance(flow, MAF):
         raise ConfigError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
     first = flow.transforms[0]
-    activation = {fn: name for name, fn in ACTIVATIONS.items()}.get(first.hyper.activation)
-    if activation is None:
-        raise ConfigError(
-            f"activation {first.hyper.activation!r} cannot be saved; "
-            f"use one of {sorted(ACTIVATIONS)}"
-        )
-    univariate = _describe_univariate(first.univariate)
+    try:
+        activation = activation_name(first.hyper.activation)
+        univariate = entry_of(first.univariate)
+    except ValueError as error:
+        raise ConfigError(f"cannot be saved: {error}") from None
     if [list(s) for s in first.shapes] != [list(x) for x in parameter_shapes(univariate)]:
         raise ConfigError(
             f"shapes {first.shapes} cannot be saved: they are not those of univariate {univariate}"
@@ -94,18 +92,6 @@ def describe(model) -> dict:
         degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
         adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
         residual=layout.residual,
-    )
-
-
-def _describe_univariate(univariate) -> dict:
-    """The ``univariate`` entry: the affine map, or a spline and its settings."""
-    if univariate is MonotonicAffineTransform:
-        return {"name": "affine"}
-    if isinstance(univariate, RationalQuadraticSpline):
-        return {"name": "spline", **dataclasses.asdict(univariate)}
-    raise ConfigError(
-        f"univariate {univariate!r} cannot be saved; use MonotonicAffineTransform "
-        "(MAF) or maf_jax.RationalQuadraticSpline (NSF)"
     )
 
 

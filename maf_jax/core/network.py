@@ -9,7 +9,16 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ACTIVATIONS", "PRECISIONS", "Weights", "Wiring", "as_precision", "matmul", "mlp"]
+__all__ = [
+    "ACTIVATIONS",
+    "PRECISIONS",
+    "activation_name",
+    "Weights",
+    "Wiring",
+    "as_precision",
+    "matmul",
+    "mlp",
+]
 
 Weights = tuple[tuple[jax.Array, jax.Array], ...]
 
@@ -24,6 +33,19 @@ ACTIVATIONS = {
     "tanh": jnp.tanh,
     "leaky_relu": jax.nn.leaky_relu,
 }
+
+
+def activation_name(activation: Callable) -> str:
+    """The name of ``activation`` in ``ACTIVATIONS``.
+
+    Raises:
+        ValueError: For an activation that is not there, listing those that are.
+    """
+    for name, fn in ACTIVATIONS.items():
+        if fn is activation or fn == activation:
+            return name
+    raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
+
 
 # JAX's default float32 product is TF32 on recent NVIDIA GPUs and one bfloat16 pass on
 # TPUs; then the sequential inverse and the parallel forward round differently, and a

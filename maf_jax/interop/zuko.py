@@ -28,11 +28,11 @@ import numpy as np
 from flax import nnx
 
 from maf_jax.bijections.entries import parameter_count
+from maf_jax.bijections.registry import entry_of, univariate_of
 from maf_jax.bijections.spline import RationalQuadraticSpline
-from maf_jax.bijections.univariate import MonotonicAffineTransform
 from maf_jax.core.graph import check_adjacency, permutations, unit_labels, with_diagonal
 from maf_jax.core.masks import MadeLayout
-from maf_jax.core.network import ACTIVATIONS
+from maf_jax.core.network import ACTIVATIONS, activation_name
 from maf_jax.flows.autoregressive import MAF, NSF
 from maf_jax.flows.standardized import Standardized
 from maf_jax.interop import zuko_file, zuko_format
@@ -130,13 +130,6 @@ def _graph_structure(masks, hidden, residual, features, context, total):
     return features, layout.adjacency, layout.graph_order, degrees
 
 
-def _univariate(entry: dict):
-    """The maf_jax univariate of a checked ``univariate`` entry."""
-    if entry["name"] == "affine":
-        return MonotonicAffineTransform
-    return RationalQuadraticSpline(entry["bins"], entry["bound"], entry["slope"])
-
-
 def _read_transform(config: dict, arrays: dict, i: int):
     """``(adjacency, order, degrees, layers)`` of transform ``i`` of a zuko description.
 
@@ -179,7 +172,7 @@ def from_arrays(config: dict, arrays: dict, param_dtype=jnp.float32) -> MAF:
             f"activation {config['activation']!r} has no maf_jax counterpart; "
             f"one of {sorted(ACTIVATIONS)}"
         )
-    univariate = _univariate(config["univariate"])
+    univariate = univariate_of(config["univariate"])
     read = [_read_transform(config, arrays, i) for i in range(config["transforms"])]
     adjacency, _, degrees, _ = read[0]
     degrees = [np.sort(d) for d in degrees]
@@ -227,19 +220,6 @@ def from_arrays(config: dict, arrays: dict, param_dtype=jnp.float32) -> MAF:
     return out
 
 
-def _univariate_entry(univariate) -> dict:
-    if univariate is MonotonicAffineTransform:
-        return {"name": "affine"}
-    if isinstance(univariate, RationalQuadraticSpline):
-        return {
-            "name": "spline",
-            "bins": univariate.bins,
-            "bound": float(univariate.bound),
-            "slope": float(univariate.slope),
-        }
-    raise ValueError(f"univariate {univariate!r} has no zuko counterpart")
-
-
 def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     """The zuko configuration and arrays of a maf_jax ``MAF`` or ``NSF``.
 
@@ -263,13 +243,11 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     layout = first.layout
     if layout.features < 2:
         raise ValueError("zuko builds an elementwise transform for features=1: cannot export")
-    activation = {fn: name for name, fn in ACTIVATIONS.items()}.get(first.hyper.activation)
-    if activation is None:
-        raise ValueError(
-            f"activation {first.hyper.activation!r} has no torch counterpart; "
-            f"one of {sorted(ACTIVATIONS)}"
-        )
-    univariate = _univariate_entry(first.univariate)
+    try:
+        activation = activation_name(first.hyper.activation)
+        univariate = entry_of(first.univariate)
+    except ValueError as error:
+        raise ValueError(f"no zuko counterpart: {error}") from None
     config = dict(
         format=zuko_format.FORMAT,
         flow="NSF" if univariate["name"] == "spline" else "MAF",

@@ -267,7 +267,10 @@ def test_what_cannot_be_imported_is_named(build, match):
             lambda: maf_jax.Standardized(maf_jax.MAF(2, rngs=nnx.Rngs(0)), [0, 0], [1, 1]),
             "Standardized model has no zuko counterpart",
         ),
-        (lambda: maf_jax.MAF(2, activation=jnp.sin, rngs=nnx.Rngs(0)), "no torch counterpart"),
+        (
+            lambda: maf_jax.MAF(2, activation=jnp.sin, rngs=nnx.Rngs(0)),
+            "no zuko counterpart: activation",
+        ),
     ],
 )
 def test_what_cannot_be_exported_is_named(build, match):
