@@ -1,10 +1,11 @@
 """Fuzzing the command line with malformed files and extreme numbers.
 
-The invariant, for every subcommand and every input: the command succeeds (exit 0)
-or refuses with exit status 2 and one line on stderr; never a traceback; no file
-but the requested output changes; every call ends in bounded time; and the process's
-memory stays bounded however large a tampered file claims to be. The default run
-tries a few hundred inputs; ``python -m pytest tests/test_fuzz.py
+The invariant, for every subcommand and every input: the command returns, and
+succeeds (exit 0) or refuses with exit status 2 and one line on stderr; never a
+traceback; no file but the requested output changes; and the process's memory
+stays bounded however large a tampered file claims to be. How long a command
+takes is not asserted: that depends on the machine's load. The default run tries
+a few hundred inputs; ``python -m pytest tests/test_fuzz.py
 --hypothesis-profile=long`` tries thousands.
 """
 
@@ -14,7 +15,6 @@ import json
 import resource
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,6 @@ from maf_jax.cli.main import main
 
 EXAMPLES = 3 * settings().max_examples  # 90 per test by default, 1500 with --long
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SECONDS = 30  # per command, compile included
 SMALL = ["--epochs", "1", "--transforms", "1", "--hidden", "4", "--no-progress"]
 
 
@@ -70,10 +69,8 @@ def check(argv: list[str], root: Path, output: str | None = None) -> int:
     """Runs ``maf-jax argv`` in this process and asserts the invariant."""
     before = snapshot(root)
     err = io.StringIO()
-    start = time.perf_counter()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         status = main(argv)
-    seconds = time.perf_counter() - start
     message = err.getvalue()
     assert "Traceback" not in message, message
     assert status in (0, 2), (status, message)
@@ -85,7 +82,6 @@ def check(argv: list[str], root: Path, output: str | None = None) -> int:
     changed = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
     allowed = {output, Path(output).with_suffix(".json").name} if output and status == 0 else set()
     assert changed <= allowed, (changed, message)
-    assert seconds < SECONDS, (argv, seconds)
     return status
 
 
