@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from maf_jax import checkpoint
 from maf_jax.bijections.entries import parameter_shapes
@@ -50,6 +51,7 @@ from maf_jax.train.loop import Interrupted
 __all__ = ["main"]
 
 SAMPLE_BATCH = 65_536  # samples drawn per compiled call: bounded memory for any -n
+EVAL_BATCH = 4096  # rows evaluated per compiled call
 
 
 def _data(args, key, features: int | None = None):
@@ -191,7 +193,8 @@ def _eval(args) -> None:
 
     model = checkpoint.load(args.checkpoint)
     data = _data(args, jax.random.key(args.seed), model.features)
-    values = log_probs(model, data, _context(args, len(data), model.context or None))
+    context = _context(args, len(data), model.context or None)
+    values = log_probs(model, data, context, EVAL_BATCH, progress=not args.no_progress)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError(
@@ -223,11 +226,17 @@ def _sample(args) -> None:
     draw = jax.jit(lambda key: dist.sample(key, (batch,)))
     dtype = np.dtype(jax.eval_shape(draw, jax.random.key(0)).dtype)  # the model's
     header = dict(descr=np.lib.format.dtype_to_descr(dtype), fortran_order=False)
-    with atomic_write(output) as f:
+    shown = not args.no_progress and args.n > batch  # as fit's bar: on stderr
+    counts = dict(total=args.n, unit="sample", unit_scale=True)
+    with (
+        atomic_write(output) as f,
+        tqdm(**counts, disable=not shown, dynamic_ncols=True) as bar,
+    ):
         np.lib.format.write_array_header_2_0(f, header | {"shape": shape})
         for i, start in enumerate(range(0, args.n, batch)):
             samples = np.asarray(draw(jax.random.fold_in(jax.random.key(args.seed), i)))
             f.write(samples[: args.n - start].tobytes())
+            bar.update(min(batch, args.n - start))
     print(f"wrote {output}: samples of shape {shape}")
 
 

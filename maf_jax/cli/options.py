@@ -219,6 +219,7 @@ def parser() -> argparse.ArgumentParser:
     _add_data(evaluate)
     _add_context(evaluate, "contexts, one row per data row")
     evaluate.add_argument("--seed", type=_integer(0), default=1, help="seed of generated data")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sample = command("sample", "draw samples from a checkpoint and write them as .npy")
     sample.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")
@@ -226,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("-o", "--output", required=True, help="the .npy file to write")
     _add_context(sample, "contexts (rows) of a conditional model: samples (n, rows, features)")
     sample.add_argument("--seed", type=_integer(0), default=0, help="seed of the draw")
+    sample.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     plot = command("plot", "plot the density and samples of a checkpoint")
     plot.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fit")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from maf_jax.checkpoint.training import path_name
 from maf_jax.core._pytree import float_dtype
@@ -37,7 +38,9 @@ def _flat(tree):
     return flat, lambda flat: jax.tree.unflatten(treedef, [flat[name] for name in names])
 
 
-def log_probs(model, data, context=None, batch_size: int = 4096) -> np.ndarray:
+def log_probs(
+    model, data, context=None, batch_size: int = 4096, progress: bool = False
+) -> np.ndarray:
     """The log-likelihood of every row of ``data`` in nats, ``(n,)``, in jitted batches.
 
     Args:
@@ -45,6 +48,8 @@ def log_probs(model, data, context=None, batch_size: int = 4096) -> np.ndarray:
         data: Array ``(n, features)``.
         context: Array ``(n, context)`` or ``None``.
         batch_size: Rows per jitted evaluation.
+        progress: Whether to show a progress bar on stderr, when there is more than
+            one batch.
     """
     graphdef, state = nnx.split(model)
 
@@ -53,9 +58,14 @@ def log_probs(model, data, context=None, batch_size: int = 4096) -> np.ndarray:
         return nnx.merge(graphdef, state)(c).log_prob(x)
 
     out = []
-    for start in range(0, len(data), batch_size):
-        c = None if context is None else context[start : start + batch_size]
-        out.append(np.asarray(log_prob(state, data[start : start + batch_size], c)))
+    shown = progress and len(data) > batch_size
+    with tqdm(
+        total=len(data), unit="row", unit_scale=True, disable=not shown, dynamic_ncols=True
+    ) as bar:
+        for start in range(0, len(data), batch_size):
+            c = None if context is None else context[start : start + batch_size]
+            out.append(np.asarray(log_prob(state, data[start : start + batch_size], c)))
+            bar.update(len(out[-1]))
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 

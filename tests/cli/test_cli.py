@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from maf_jax.checkpoint import model as checkpoint
+from maf_jax.cli import main as cli
 from maf_jax.cli.main import main
 
 SMALL = [
@@ -67,6 +68,31 @@ def test_sample_and_plot(fitted, files):
     png = files / "plot.png"
     assert main(["plot", str(fitted), "--data", str(files / "data.npy"), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_runs_of_several_batches_show_progress_unless_told_not_to(
+    fitted, files, capsys, monkeypatch, command
+):
+    """As fit does: a bar on stderr, none with --no-progress; stdout and files the same."""
+    monkeypatch.setattr(cli, "SAMPLE_BATCH", 16)  # 50 samples in 4 batches
+    monkeypatch.setattr(cli, "EVAL_BATCH", 64, raising=False)  # 200 rows in 4 batches
+    out = files / "progress.npy"
+    argv = {
+        "sample": ["sample", str(fitted), "-n", "50", "-o", str(out)],
+        "eval": ["eval", str(fitted), str(files / "data.npy")],
+    }[command]
+    runs = {}
+    for flags in ([], ["--no-progress"]):
+        assert main([*argv, *flags]) == 0
+        runs[bool(flags)] = capsys.readouterr(), out.read_bytes() if command == "sample" else b""
+    (shown, written), (quiet, quiet_written) = runs[False], runs[True]
+    assert shown.out == quiet.out and written == quiet_written
+    unit = {"sample": "sample", "eval": "row"}[command]
+    assert "100%" in shown.err and f"{unit}/s" in shown.err, shown.err
+    lines = {"sample": "", "eval": "mean log-likelihood"}[command]
+    assert "%" not in quiet.err and quiet.err.startswith(lines), quiet.err
+    assert quiet.err.count("\n") == (1 if command == "eval" else 0)
 
 
 def test_a_residual_spline_flow_is_fitted_saved_and_sampled(files, capsys):
