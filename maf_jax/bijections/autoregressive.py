@@ -38,6 +38,7 @@ __all__ = [
     "full_pass_inverse",
 ]
 
+# "autodiff" is deprecated: MaskedAutoregressiveTransform warns when built with it
 DERIVATIVES = ("implicit", "autodiff")
 
 
@@ -65,7 +66,8 @@ class AutoregressiveTransform:
         derivative: How the inverse is differentiated: ``"implicit"`` (by the
             implicit function theorem, ``maf_jax.inverses.implicit``, whatever the inverter)
             or ``"autodiff"`` (through the inverter's operations, each transform
-            recomputed in the backward pass; kept for one release).
+            recomputed in the backward pass; deprecated, removed in the next
+            release: ``MaskedAutoregressiveTransform`` warns when built with it).
     """
 
     weights: Weights

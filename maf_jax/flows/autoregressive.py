@@ -14,7 +14,7 @@ from maf_jax.bijections.autoregressive import DERIVATIVES, AutoregressiveTransfo
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
 from maf_jax.bijections.univariate import MonotonicAffineTransform
-from maf_jax.core._checks import check_event, positive_int
+from maf_jax.core._checks import check_event, deprecated, positive_int
 from maf_jax.core.graph import check_adjacency
 from maf_jax.core.masks import MadeLayout, check_order
 from maf_jax.core.network import as_precision
@@ -72,7 +72,9 @@ class MaskedAutoregressiveTransform(nnx.Module):
         derivative: How sampling is differentiated (``rsample``): ``"implicit"``
             (the default: by the implicit function theorem, about three network
             passes whatever the inverse, storing only the samples) or
-            ``"autodiff"`` (through the inverse's operations; kept for one release).
+            ``"autodiff"`` (through the inverse's operations; deprecated: building
+            a transform with it emits a ``DeprecationWarning``, and it will be
+            removed in the next release).
         degrees: The degree of each hidden unit, one ascending sequence per hidden
             layer (a unit of degree ``d`` sees the features of rank ``<= d``); spread
             evenly by default. ``maf_jax.interop.from_zuko`` sets zuko's.
@@ -147,6 +149,11 @@ class MaskedAutoregressiveTransform(nnx.Module):
         self.inverter = as_inverse(inverse)
         if derivative not in DERIVATIVES:
             raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+        if derivative == "autodiff":
+            deprecated(
+                'derivative="autodiff" is deprecated and will be removed in the next '
+                'release; use the default, derivative="implicit"'
+            )
         self.derivative = derivative
         self.order = Order(jnp.asarray(order, jnp.int32))
         self.hyper = MaskedMLP(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -392,3 +393,27 @@ def test_two_flows_with_different_settings_each_behave_as_built():
     assert traced == [["incremental"], ["full_pass"], [], []]
     # same weights, same noise: the two inverses agree
     np.testing.assert_allclose(samples["a"], samples["b"], atol=1e-5)
+
+
+AUTODIFF_DEPRECATED = r'derivative="autodiff" is deprecated'
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: MaskedAutoregressiveTransform(3, derivative="autodiff", rngs=nnx.Rngs(0)),
+        lambda: MAF(3, transforms=2, derivative="autodiff", rngs=nnx.Rngs(0)),
+        lambda: maf_jax.NSF(3, transforms=1, derivative="autodiff", rngs=nnx.Rngs(0)),
+    ],
+    ids=["transform", "maf", "nsf"],
+)
+def test_the_autodiff_derivative_warns_at_the_users_call(build):
+    with pytest.warns(DeprecationWarning, match=AUTODIFF_DEPRECATED) as record:
+        build()
+    assert {w.filename for w in record} == {__file__}  # the user's line, not ours
+
+
+def test_the_implicit_derivative_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        MAF(3, transforms=2, derivative="implicit", rngs=nnx.Rngs(0))

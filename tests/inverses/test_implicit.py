@@ -93,11 +93,12 @@ def test_second_order_reverse_works_and_forward_mode_says_why_not():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
         jax.jacfwd(cubic(b.inverse_and_log_det))(y)
-    autodiff = scramble(
-        MaskedAutoregressiveTransform(
-            4, context=2, passes=2, derivative="autodiff", rngs=nnx.Rngs(0)
-        )
-    )(jnp.ones(2))
+    with pytest.warns(DeprecationWarning, match='derivative="autodiff" is deprecated'):
+        autodiff = scramble(
+            MaskedAutoregressiveTransform(
+                4, context=2, passes=2, derivative="autodiff", rngs=nnx.Rngs(0)
+            )
+        )(jnp.ones(2))
     forward = jax.jacfwd(cubic(autodiff.inverse_and_log_det))(y)  # the documented way
     np.testing.assert_allclose(forward, jax.grad(cubic(b.inverse_and_log_det))(y), rtol=1e-4)
 
