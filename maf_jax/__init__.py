@@ -16,7 +16,7 @@ subpackages, each importing only from those before it:
 - ``maf_jax.cli``: the ``maf-jax`` command.
 
 Names are imported on first use, so ``import maf_jax`` alone loads neither JAX nor
-Flax (the torch side of ``maf_jax.interop.files`` relies on it).
+Flax (the torch side of ``maf_jax.interop.zuko_file`` relies on it).
 """
 
 from __future__ import annotations

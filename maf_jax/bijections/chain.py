@@ -26,7 +26,7 @@ __all__ = ["Chain"]
 
 @_pytree.dataclass
 class Chain:
-    """The composition ``t_n o ... o t_1`` of bijections stacked on a leading axis.
+    """The composition ``t_n(...(t_1(x)))`` of bijections stacked on a leading axis.
 
     A ``lax.scan`` over the stack traces one bijection whatever ``n`` is. Evaluated,
     the forward is a loop; differentiated (training), it is unrolled for chains of at

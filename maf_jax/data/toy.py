@@ -59,6 +59,7 @@ def spirals(key: jax.Array, n: int, noise: float = 0.1) -> jax.Array:
     return x + noise * jax.random.normal(k_noise, (n, 2))
 
 
+#: The built-in 2-D densities by name, each ``f(key, n) -> (n, 2)``.
 TOY_DENSITIES = {
     "two_moons": two_moons,
     "checkerboard": checkerboard,
