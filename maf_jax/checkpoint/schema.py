@@ -39,6 +39,7 @@ DEFAULTS = {
     "degrees": None,
     "adjacency": None,
     "residual": False,
+    "identity_init": False,
 }
 
 
@@ -92,6 +93,7 @@ def describe(model) -> dict:
         degrees=None if layout.degrees is None else [list(d) for d in layout.degrees],
         adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
         residual=layout.residual,
+        identity_init=first.identity_init,
     )
 
 
@@ -136,7 +138,7 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
-    for key in ("standardized", "residual"):
+    for key in ("standardized", "residual", "identity_init"):
         if not isinstance(config[key], bool):
             raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
     _check_degrees(config)
@@ -250,6 +252,7 @@ def build(config: dict):
         derivative=config["derivative"],
         degrees=config["degrees"],
         residual=config["residual"],
+        identity_init=config["identity_init"],
         rngs=nnx.Rngs(0),
     )
     if config["adjacency"] is not None:

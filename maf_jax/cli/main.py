@@ -126,6 +126,7 @@ def _fit(args) -> dict:
         passes=args.passes,
         hidden_features=tuple(args.hidden),
         residual=args.residual,
+        identity_init=args.identity_init,
         activation=ACTIVATIONS[args.activation],
         precision=args.precision,
         inverse=args.inverse,

@@ -170,6 +170,10 @@ def parser() -> argparse.ArgumentParser:
         "--residual", action="store_true",
         help="masked residual blocks in each network (zuko's residual=True)",
     )  # fmt: skip
+    fit.add_argument(
+        "--identity-init", action="store_true",
+        help="start each network's last layer at zero: the flow starts as the identity",
+    )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
     fit.add_argument(

@@ -88,6 +88,10 @@ class MaskedAutoregressiveTransform(nnx.Module):
             size a masked linear layer (none between equal sizes), then a residual
             block ``h + W_2 act(W_1 h + b_1) + b_2`` whose masks keep the
             autoregressive structure; the activation acts only inside the blocks.
+        identity_init: Whether the network's last layer starts at zero, so that
+            the transform starts as the identity (both univariate transforms are
+            the identity at zero parameters); otherwise it starts with small
+            weights (``output_gain`` 1e-2 of ``MaskedMLP``), near the identity.
 
     Settings are static: ``jax.jit`` traces again for a transform built with
     others, and two transforms with different settings coexist in one program.
@@ -120,9 +124,12 @@ class MaskedAutoregressiveTransform(nnx.Module):
         degrees=None,
         adjacency=None,
         residual: bool = False,
+        identity_init: bool = False,
     ):
         features = positive_int(features, "features")
         context = positive_int(context, "context", minimum=0)
+        if not isinstance(identity_init, bool):
+            raise ValueError(f"identity_init must be True or False, got {identity_init!r}")
         if adjacency is not None:
             if order is not None or passes is not None:
                 raise ValueError("adjacency sets the order and the passes: give neither")
@@ -156,12 +163,14 @@ class MaskedAutoregressiveTransform(nnx.Module):
             )
         self.derivative = derivative
         self.order = Order(jnp.asarray(order, jnp.int32))
+        self.identity_init = identity_init
         self.hyper = MaskedMLP(
             self.layout.masks,
             activation,
             self.layout.wiring,
             rngs=rngs,
             param_dtype=param_dtype,
+            output_gain=0.0 if identity_init else 1e-2,
             precision=self.precision,
         )
 
@@ -231,7 +240,7 @@ class MAF(nnx.Module):
         **kwargs: Passed to every ``MaskedAutoregressiveTransform``: ``passes``,
             ``hidden_features``, ``activation``, ``univariate``, ``shapes``,
             ``precision``, ``inverse``, ``derivative``, ``degrees``, ``adjacency``,
-            ``residual``.
+            ``residual``, ``identity_init``.
 
     Example:
         >>> import jax

@@ -305,3 +305,19 @@ def test_compressed_checkpoints_are_refused_before_inflating(model, tmp_path):
         np.savez_compressed(tmp_path / "packed.npz", **dict(archive))
     with pytest.raises(CheckpointError, match="is compressed or mislabelled"):
         checkpoint.load(tmp_path / "packed.npz")
+
+
+@pytest.mark.parametrize("identity_init", [True, False])
+def test_identity_init_is_stored_and_older_files_load_without_it(tmp_path, identity_init):
+    model = MAF(3, transforms=2, identity_init=identity_init, rngs=nnx.Rngs(0))
+    path = checkpoint.save(tmp_path / "m.npz", model)
+    assert all(t.identity_init is identity_init for t in checkpoint.load(path).transforms)
+    # a file written before the option: the key is absent, the model loads as False
+    rewrite(path, tmp_path / "old.npz", lambda a: a.update(__config__=without(a, "identity_init")))
+    assert not checkpoint.load(tmp_path / "old.npz").transforms[0].identity_init
+
+
+def without(arrays, key):
+    config = json.loads(arrays["__config__"].tobytes())
+    del config[key]
+    return np.frombuffer(json.dumps(config).encode(), np.uint8)

@@ -95,13 +95,13 @@ def test_runs_of_several_batches_show_progress_unless_told_not_to(
     assert quiet.err.count("\n") == (1 if command == "eval" else 0)
 
 
-def test_a_residual_spline_flow_is_fitted_saved_and_sampled(files, capsys):
+def test_a_residual_identity_started_spline_flow_is_fitted_saved_and_sampled(files, capsys):
     model = files / "nsf.npz"
     argv = ["fit", str(files / "data.npy"), "-o", str(model), "--flow", "nsf", "--bins", "5"]
-    assert main([*argv, "--residual", *SMALL]) == 0
+    assert main([*argv, "--residual", "--identity-init", *SMALL]) == 0
     flow = checkpoint.load(model).flow
     assert type(flow).__name__ == "NSF" and flow.transforms[0].univariate.bins == 5
-    assert flow.transforms[0].layout.residual
+    assert flow.transforms[0].layout.residual and flow.transforms[0].identity_init
     out = files / "nsf_samples.npy"
     assert main(["sample", str(model), "-n", "20", "-o", str(out)]) == 0
     assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()

@@ -417,3 +417,18 @@ def test_the_implicit_derivative_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         MAF(3, transforms=2, derivative="implicit", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cls,kwargs", [(MAF, {}), (maf_jax.NSF, {"bins": 4})])
+def test_identity_init_starts_every_flow_as_the_identity(cls, kwargs):
+    c = jnp.linspace(-1.0, 1.0, 2)
+    x = 2.0 * jax.random.normal(jax.random.key(0), (6, 3))
+    noise = jax.random.normal(jax.random.key(1), (6, 3))
+    standard = jax.scipy.stats.norm.logpdf(x).sum(-1)
+    flow = cls(3, 2, identity_init=True, rngs=nnx.Rngs(0), **kwargs)
+    np.testing.assert_allclose(flow(c).log_prob(x), standard, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(flow(c).transform.inverse(noise), noise, rtol=1e-6, atol=1e-6)
+    default = cls(3, 2, rngs=nnx.Rngs(0), **kwargs)
+    assert np.abs(default(c).log_prob(x) - standard).max() > 1e-4  # near, not at, the identity
+    with pytest.raises(ValueError, match="identity_init must be True or False"):
+        cls(3, identity_init=1, rngs=nnx.Rngs(0), **kwargs)
