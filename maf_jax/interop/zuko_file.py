@@ -1,8 +1,8 @@
 """The torch side of zuko interop: a zuko flow to and from a file, without JAX.
 
 Run these in a PyTorch process; ``maf_jax.interop.load_zuko`` and ``save_zuko`` read
-and write the same files in a JAX process that never loads torch. Importing this
-module loads torch and zuko but neither JAX nor Flax.
+and write the same files in a JAX process that never loads torch. This module
+imports torch and zuko when a function needs them, and never JAX or Flax.
 
 Example (in a torch process, then a JAX process):
     >>> from maf_jax.interop import zuko_file          # doctest: +SKIP
