@@ -15,7 +15,6 @@ __all__ = [
     "matmul",
     "mlp",
     "ranks",
-    "schedule",
 ]
 
 __getattr__, __dir__ = exports(
@@ -30,6 +29,5 @@ __getattr__, __dir__ = exports(
         "Wiring": "maf_jax.core.network",
         "matmul": "maf_jax.core.network",
         "mlp": "maf_jax.core.network",
-        "schedule": "maf_jax.core.schedule",
     },
 )
