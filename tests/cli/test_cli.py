@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import with_flags
 
 from maf_jax.checkpoint import model as checkpoint
 from maf_jax.cli import main as cli
@@ -368,11 +369,13 @@ def test_the_command_keeps_compiled_programs_unless_told_not_to(
 
 def test_fit_on_several_devices(tmp_path):
     """--devices N: data-parallel over N of the process's devices (4 virtual CPUs here)."""
-    env = os.environ | {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "MAF_JAX_COMPILATION_CACHE": "off",
-    }
+    env = with_flags(
+        {
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "JAX_PLATFORMS": "cpu",
+            "MAF_JAX_COMPILATION_CACHE": "off",
+        }
+    )
     argv = [sys.executable, "-m", "maf_jax.cli", "fit", "two_moons", "--rows", "400"]
     argv += ["--batch-size", "32", "--epochs", "2", "--transforms", "2", "--hidden", "8"]
     argv += ["--no-progress", "-o", str(tmp_path / "m.npz")]

@@ -14,6 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import with_flags
 from flax import nnx
 
 from maf_jax.checkpoint import model as checkpoint
@@ -25,7 +26,7 @@ OPTIONS += ["--lr", "3e-3", "--seed", "3", "--no-progress"]
 
 
 def devices(count: int) -> dict:
-    return ENV | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    return ENV | with_flags({"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"})
 
 
 def free_port() -> int:
