@@ -4,10 +4,9 @@ Run these in a PyTorch process; ``maf_jax.interop.load_zuko`` and ``save_zuko`` 
 and write the same files in a JAX process that never loads torch. This module
 imports torch and zuko when a function needs them, and never JAX or Flax.
 
-Example (in a torch process, then a JAX process):
-    >>> from maf_jax.interop import zuko_file          # doctest: +SKIP
-    >>> zuko_file.save(trained, "flow.npz")            # doctest: +SKIP
-    >>> flow = maf_jax.interop.load_zuko("flow.npz")   # doctest: +SKIP
+In a torch process, ``zuko_file.save(trained, "flow.npz")``; then, in a JAX
+process, ``maf_jax.interop.load_zuko("flow.npz")`` (``tests/interop/test_zuko_file.py``
+runs both sides, each in its own process).
 """
 
 from __future__ import annotations
