@@ -8,7 +8,7 @@ import numpy as np
 
 from maf_jax.core import _pytree
 
-__all__ = ["Compose", "Standardize", "statistics"]
+__all__ = ["Compose", "Standardize", "nonzero_std", "statistics"]
 
 
 @_pytree.dataclass
@@ -73,5 +73,9 @@ class Compose:
 def statistics(data) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over rows; constant columns get ``std = 1``."""
     data = np.asarray(data, np.float64)
-    std = data.std(axis=0)
-    return data.mean(axis=0), np.where(std > 1e-12, std, 1.0)
+    return data.mean(axis=0), nonzero_std(data.std(axis=0))
+
+
+def nonzero_std(std: np.ndarray) -> np.ndarray:
+    """``std``, with 1 for the columns that are constant (``std <= 1e-12``)."""
+    return np.where(std > 1e-12, std, 1.0)

@@ -45,7 +45,7 @@ from maf_jax.data.loaders import DataError, check_rows, load, load_file
 from maf_jax.flows import MAF, NSF
 from maf_jax.train.compilation_cache import enable_compilation_cache
 from maf_jax.train.distributed import process_rows
-from maf_jax.train.fitting import fit, log_probs
+from maf_jax.train.fitting import fit, log_probs, mean_and_standard_error
 from maf_jax.train.loop import Interrupted
 
 __all__ = ["main"]
@@ -203,8 +203,8 @@ def _eval(args) -> None:
             f"{', '.join(map(str, bad[:5]))}{', ...' if bad.size > 5 else ''}): they lie where "
             "the model's arithmetic overflows, far outside what it was fitted on"
         )
-    mean = float(values.mean())
-    stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    mean, stderr = mean_and_standard_error(values)
+    stderr = None if math.isnan(stderr) else stderr
     result = dict(log_likelihood=mean, standard_error=stderr, rows=len(values))
     print(json.dumps(result, allow_nan=False))
     spread = f" ± {stderr:.4f}" if stderr is not None else ""

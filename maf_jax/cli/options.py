@@ -10,10 +10,14 @@ import argparse
 import math
 
 from maf_jax import __version__
+from maf_jax.bijections.autoregressive import INVERSES
+from maf_jax.core.network import ACTIVATIONS, PRECISIONS
+from maf_jax.data.loaders import SKLEARN
+from maf_jax.data.toy import TOY_DENSITIES
 
-__all__ = ["CACHE_ENV", "DENSITIES", "parser"]
+__all__ = ["CACHE_ENV", "parser"]
 
-DENSITIES = ("two_moons", "checkerboard", "eight_gaussians", "pinwheel", "spirals")
+DENSITIES = tuple(TOY_DENSITIES)
 CACHE_ENV = "MAF_JAX_COMPILATION_CACHE"
 
 
@@ -56,8 +60,8 @@ def _add_data(parser, name: str = "data", flag: str | None = None) -> None:
     """The data argument, its ``--key``, its context and the context's key."""
     what = (
         "a .npy, .npz or text file of rows (comma, tab or space separated), a built-in "
-        f"2-D density ({', '.join(DENSITIES)}) or sklearn:digits, sklearn:breast_cancer, "
-        "sklearn:wine"
+        f"2-D density ({', '.join(DENSITIES)}) or "
+        + ", ".join(f"sklearn:{name}" for name in SKLEARN)
     )
     if flag is None:
         parser.add_argument(name, metavar="DATA", help=what)
@@ -176,16 +180,14 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
+    fit.add_argument("--activation", default="relu", help=", ".join(ACTIVATIONS))
     fit.add_argument(
-        "--activation", default="relu", help="relu, elu, gelu, gelu_exact, silu, tanh or leaky_relu"
-    )
-    fit.add_argument(
-        "--precision", choices=("highest", "high", "default"), default="highest",
+        "--precision", choices=tuple(PRECISIONS), default="highest",
         help="precision of the matrix products: highest is full float32 on every backend",
     )  # fmt: skip
     fit.add_argument(
         "--inverse",
-        choices=("incremental", "full_pass", "pallas_full_pass"),
+        choices=tuple(INVERSES),
         default="incremental",
         help="the inverse behind sampling, stored in the checkpoint",
     )

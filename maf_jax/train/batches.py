@@ -17,6 +17,7 @@ import hashlib
 import jax
 import numpy as np
 
+from maf_jax.bijections.standardize import nonzero_std
 from maf_jax.data.loaders import DataError, split
 from maf_jax.train.distributed import allgather, process_rows
 
@@ -110,7 +111,7 @@ class Shards:
         mean = _every_shard(np.stack([r.sum(0) for r in rows]), self.count).sum(0) / total
         squares = np.stack([((r - mean) ** 2).sum(0) for r in rows])
         std = np.sqrt(_every_shard(squares, self.count).sum(0) / total)
-        return mean, np.where(std > 1e-12, std, 1.0)
+        return mean, nonzero_std(std)
 
 
 def _digest(x: np.ndarray, c: np.ndarray | None) -> np.ndarray:

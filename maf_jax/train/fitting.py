@@ -19,7 +19,14 @@ from maf_jax.train.batches import make_shards
 from maf_jax.train.distributed import global_array, replicate, to_host
 from maf_jax.train.loop import History, Interrupted, Loop, State
 
-__all__ = ["History", "Interrupted", "fit", "log_probs", "mean_log_prob"]
+__all__ = [
+    "History",
+    "Interrupted",
+    "fit",
+    "log_probs",
+    "mean_and_standard_error",
+    "mean_log_prob",
+]
 
 
 def _nll(model_def, params, rest, x, c):
@@ -69,14 +76,20 @@ def log_probs(
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
+def mean_and_standard_error(values) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error (NaN for a single value)."""
+    values = np.asarray(values, np.float64)
+    stderr = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return float(values.mean()), float(stderr)
+
+
 def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[float, float]:
     """Mean log-likelihood of the rows of ``data`` in nats, and its standard error.
 
     The standard error is NaN for a single row. Arguments as ``log_probs``.
     """
     values = log_probs(model, data, context, batch_size)
-    stderr = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return float(values.mean()), float(stderr)
+    return mean_and_standard_error(values)
 
 
 def _check_inputs(flow, data, context, dtype):
