@@ -9,6 +9,25 @@ from hypothesis import strategies as st
 
 HERE = Path(__file__).parent
 
+# The package's layers, lowest first: a module may import from its own layer and those
+# before it (tests/test_layout.py); each but _lazy and cli has an API page listing its
+# __all__ (tests/test_docs.py).
+LAYERS = [
+    "_lazy",
+    "protocols",
+    "core",
+    "inverses",
+    "bijections",
+    "distributions",
+    "nn",
+    "flows",
+    "checkpoint",
+    "data",
+    "train",
+    "interop",
+    "cli",
+]
+
 # scripts run in their own process (flags such as x64 must not reach this one)
 collect_ignore_glob = ["*_checks.py"]
 

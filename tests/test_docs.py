@@ -8,24 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import LAYERS
 
 import maf_jax
 
 DOCS = Path(__file__).parents[1] / "docs"
 # each has a page docs/api/NAME.md listing its __all__
-PACKAGES = [
-    "core",
-    "inverses",
-    "bijections",
-    "distributions",
-    "protocols",
-    "nn",
-    "flows",
-    "checkpoint",
-    "data",
-    "train",
-    "interop",
-]
+PACKAGES = [layer for layer in LAYERS if layer not in ("_lazy", "cli")]
 DOCUMENTED_BY_HAND = {"__version__"}  # data without a source comment: docs/api/index.md
 
 

@@ -6,27 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LAYERS
 
 import maf_jax
 
 PACKAGE = Path(maf_jax.__file__).parent
 
-# Lowest first; a module may import from its own layer and those before it.
-LAYERS = [
-    "_lazy",
-    "protocols",
-    "core",
-    "inverses",
-    "bijections",
-    "distributions",
-    "nn",
-    "flows",
-    "checkpoint",
-    "data",
-    "train",
-    "interop",
-    "cli",
-]
 FLAX_FREE = LAYERS[: LAYERS.index("nn")]
 # third-party packages that only some layers may import
 ONLY_IN = {"flax": LAYERS[LAYERS.index("nn") :], "optax": ["train", "cli"], "matplotlib": ["cli"]}
