@@ -87,25 +87,40 @@ def run_checks(script: str, env: dict | None = None, timeout: float = 600) -> di
 def scramble(module, seed: int = 0, gain: float = 1.0):
     """Redraws every masked layer as N(0, gain^2 / fan_in), biases N(0, 0.1^2).
 
-    Flows start near the identity; tests of structure need a generic function.
+    Flows start near the identity; tests of structure need a generic function. The
+    transforms of a ``Stack`` are drawn one after the other, as if they were separate.
     """
     import jax
+    import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
     from maf_jax.nn.layers import MaskedLinear
+    from maf_jax.nn.stack import Stack
 
     key = jax.random.key(seed)
-    for _, layer in nnx.iter_graph(module):
-        if isinstance(layer, MaskedLinear):
-            key, k_w, k_b = jax.random.split(key, 3)
-            mask = layer.mask[...]
-            fan_in = np.maximum(np.asarray(mask).sum(0), 1)
-            dtype = layer.kernel[...].dtype
-            layer.kernel[...] = (
-                jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in) * mask
-            )
-            layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
+
+    def draw(layer, key):
+        key, k_w, k_b = jax.random.split(key, 3)
+        mask = layer.mask[...]
+        fan_in = np.maximum(np.asarray(mask).sum(0), 1)
+        dtype = layer.kernel[...].dtype
+        kernel = jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in)
+        layer.kernel[...] = kernel * mask
+        layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
+        return key
+
+    for path, node in nnx.iter_graph(module):
+        if isinstance(node, Stack):
+            copies = node.unstack()
+            for copy in copies:
+                for _, layer in nnx.iter_graph(copy):
+                    if isinstance(layer, MaskedLinear):
+                        key = draw(layer, key)
+            states = [nnx.state(copy) for copy in copies]
+            nnx.update(node.stacked, jax.tree.map(lambda *a: jnp.stack(a), *states))
+        elif isinstance(node, MaskedLinear) and "stacked" not in path:
+            key = draw(node, key)
     return module
 
 

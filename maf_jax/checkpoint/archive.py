@@ -14,7 +14,12 @@ import numpy as np
 
 from maf_jax.checkpoint.arrays import ArrayFileError, Header, read_npz, read_npz_headers
 
-__all__ = ["check_headers", "read_headers", "read_record", "write"]
+__all__ = ["check_headers", "read_arrays", "read_headers", "read_record", "write"]
+
+# A flow's transforms are one stack (maf_jax.nn.Stack): "transforms/stacked/hyper/..."
+# holds every transform's array on a leading axis. Files written before the stack hold
+# one array per transform, "transforms/<i>/hyper/...", and still load.
+STACKED = "transforms/stacked/"
 
 
 def write(file, arrays: dict[str, np.ndarray], name: str, record: dict) -> None:
@@ -73,3 +78,49 @@ def check_headers(headers: dict[str, Header], expected: dict) -> None:
                 f"{name} has shape {found.shape} and dtype {found.dtype}, "
                 f"expected {shape} and {dtype}"
             )
+
+
+def _slices(name: str, count: int) -> list[str]:
+    """The names that files from before the stacked layout give the slices of ``name``."""
+    head, _, tail = name.partition(STACKED)
+    return [f"{head}transforms/{i}/{tail}" for i in range(count)]
+
+
+def read_arrays(path: Path, headers: dict[str, Header], expected: dict) -> dict[str, np.ndarray]:
+    """Reads exactly the arrays of ``expected`` after checking every header.
+
+    A stacked array (``.../transforms/stacked/...``, leading axis ``n``) missing from
+    a file that holds its ``n`` slices under the names of the older layout
+    (``.../transforms/0/...``) is read from them and stacked.
+
+    Args:
+        path: The archive.
+        headers: From ``read_headers`` (the record popped).
+        expected: Each array's name and an object with ``shape`` and ``dtype``.
+
+    Raises:
+        ArrayFileError: As ``check_headers`` (the older names, where the file has
+            them), or for a corrupt member.
+    """
+    slices = {
+        name: _slices(name, want.shape[0])
+        for name, want in expected.items()
+        if STACKED in name and name not in headers and len(want.shape) > 0
+    }
+    slices = {n: parts for n, parts in slices.items() if all(p in headers for p in parts)}
+    wanted = {n: w for n, w in expected.items() if n not in slices}
+    for name, parts in slices.items():
+        want = expected[name]
+        wanted |= {p: _Slice(tuple(want.shape[1:]), want.dtype) for p in parts}
+    check_headers(headers, wanted)
+    arrays = read_npz(path, wanted, stored=True)
+    for name, parts in slices.items():
+        arrays[name] = np.stack([arrays.pop(p) for p in parts])
+    return arrays
+
+
+class _Slice:
+    """The shape and dtype of one slice of a stacked array."""
+
+    def __init__(self, shape: tuple[int, ...], dtype):
+        self.shape, self.dtype = shape, dtype

@@ -22,7 +22,7 @@ from flax import nnx
 
 from maf_jax.checkpoint import archive
 from maf_jax.checkpoint import schema as configuration
-from maf_jax.checkpoint.arrays import ArrayFileError, read_npz
+from maf_jax.checkpoint.arrays import ArrayFileError
 from maf_jax.checkpoint.files import atomic_write
 from maf_jax.checkpoint.schema import ConfigError
 from maf_jax.core.masks import check_order
@@ -79,9 +79,10 @@ def save(path, model) -> Path:
 
 def check_values(path: Path, name: str, array: np.ndarray, features: int) -> None:
     """Refuses values no trained model holds: NaN or inf, bad orders, ``std <= 0``."""
-    if name.endswith("order"):
+    if name.endswith("order"):  # one order per transform of a stack
         try:
-            check_order(array, features)
+            for order in array.reshape(-1, array.shape[-1] if array.ndim else 1):
+                check_order(order, features)
         except ValueError as error:
             raise CheckpointError(f"{path}: {name}: {error}") from None
     elif not np.isfinite(array).all():
@@ -127,8 +128,7 @@ def load(path):
             if (headers[name].dtype, expected[name].dtype) == (np.float32, np.float64):
                 expected[name] = headers[name]
     try:
-        archive.check_headers(headers, expected)
-        arrays = read_npz(path, variables, stored=True)
+        arrays = archive.read_arrays(path, headers, expected)
     except ArrayFileError as error:
         raise CheckpointError(f"{path}: {error}") from None
     for name, variable in variables.items():

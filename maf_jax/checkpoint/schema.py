@@ -57,7 +57,7 @@ def describe(model) -> dict:
     flow = model.flow if isinstance(model, Standardized) else model
     if not isinstance(flow, MAF):
         raise ConfigError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
-    first = flow.transforms[0]
+    first = flow.transforms.stacked  # its settings are every transform's
     try:
         activation = activation_name(first.hyper.activation)
         univariate = entry_of(first.univariate)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from maf_jax.checkpoint import archive
-from maf_jax.checkpoint.arrays import ArrayFileError, read_npz
+from maf_jax.checkpoint.arrays import ArrayFileError
 from maf_jax.checkpoint.files import atomic_write
 from maf_jax.checkpoint.model import CONFIG, CheckpointError, check_values
 
@@ -51,19 +51,19 @@ def _name(key) -> str:
 
 
 def path_name(path, group: str | None = None) -> str:
-    """A pytree path as a name, ``flow/transforms/0/...`` (a variable's ``value`` left out)."""
+    """A pytree path as a name, ``flow/transforms/stacked/...`` (without ``value``)."""
     names = [*([group] if group else []), *map(_name, path)]
     return "/".join(names).removesuffix("/value")
 
 
 def _leaves(group: str, tree) -> tuple[list, list, object]:
-    """The names (``group/flow/transforms/0/...``), leaves and structure of ``tree``."""
+    """The names (``group/flow/transforms/stacked/...``), leaves and structure of ``tree``."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [path_name(p, group) for p, _ in leaves], [leaf for _, leaf in leaves], treedef
 
 
 def flatten(trees: dict) -> dict:
-    """The leaves of named pytrees by path, e.g. ``params/flow/transforms/0/...``."""
+    """The leaves of named pytrees by path, e.g. ``params/flow/transforms/stacked/...``."""
     flat = {}
     for group, tree in trees.items():
         names, leaves, _ = _leaves(group, tree)
@@ -132,16 +132,12 @@ def read_arrays(path, headers: dict, template: dict) -> dict:
     path = Path(path)
     expected = flatten(template)
     try:
-        archive.check_headers(headers, expected)
+        arrays = archive.read_arrays(path, headers, expected)
     except ArrayFileError as error:
         raise CheckpointError(f"{path}: {error}: written for another model or optimiser") from None
-    try:
-        arrays = read_npz(path, expected, stored=True)
-    except ArrayFileError as error:
-        raise CheckpointError(f"{path}: {error}") from None
     for name, array in arrays.items():
         if array.dtype.kind == "f" or name.endswith(("order", "std")):
-            check_values(path, name, array, len(array))
+            check_values(path, name, array, array.shape[-1] if array.ndim else 0)
     trees = {}
     for group, tree in template.items():
         names, _, treedef = _leaves(group, tree)

@@ -20,6 +20,7 @@ from maf_jax.core.masks import MadeLayout, check_order
 from maf_jax.core.network import as_precision
 from maf_jax.distributions import DiagNormal, NormalizingFlow
 from maf_jax.nn.layers import MaskedMLP
+from maf_jax.nn.stack import Stack
 
 __all__ = ["MAF", "NSF", "MaskedAutoregressiveTransform", "Order"]
 
@@ -220,7 +221,10 @@ class MaskedAutoregressiveTransform(nnx.Module):
 class MAF(nnx.Module):
     """Masked Autoregressive Flow, with the interface of ``zuko.flows.MAF``.
 
-    A stack of masked autoregressive transforms on a standard normal base.
+    A stack of masked autoregressive transforms on a standard normal base. The
+    transforms are held as one (``transforms``, a ``maf_jax.nn.Stack``): one
+    ``MaskedAutoregressiveTransform`` whose parameters and orders have a leading
+    axis, one array per kind of weight, applied by a ``lax.scan``.
 
     Orders alternate between ascending and descending (or ``order`` and
     ``features - 1 - order`` when an ``order`` is given), or are drawn at random
@@ -288,7 +292,7 @@ class MAF(nnx.Module):
             orders = [first, features - 1 - first]
             orders = [orders[i % 2] for i in range(transforms)]
         self.param_dtype = param_dtype
-        self.transforms = nnx.List(
+        self.transforms = Stack(
             MaskedAutoregressiveTransform(
                 features, context, order=o, rngs=rngs, param_dtype=param_dtype, **kwargs
             )
@@ -298,12 +302,12 @@ class MAF(nnx.Module):
     @property
     def features(self) -> int:
         """The number of features."""
-        return self.transforms[0].layout.features
+        return self.transforms.stacked.layout.features
 
     @property
     def context(self) -> int:
         """The number of context features."""
-        return self.transforms[0].layout.context
+        return self.transforms.stacked.layout.context
 
     def __call__(self, c: jax.Array | None = None) -> NormalizingFlow:
         """Returns the distribution ``p(x | c)``.
@@ -315,12 +319,11 @@ class MAF(nnx.Module):
             A ``NormalizingFlow`` of batch shape ``batch`` and event shape
             ``(features,)``.
         """
-        bijections = [t(c) for t in self.transforms]
-        context = bijections[0].context
-        batch_shape = () if context is None else context.shape[:-1]
+        stacked = self.transforms(c)  # every leaf with the leading axis of the stack
+        batch_shape = () if stacked.context is None else stacked.context.shape[1:-1]
         zeros = jnp.zeros(self.features, self.param_dtype)
         return NormalizingFlow(
-            transform=Chain.stack(bijections, batch_shape, self.unroll),
+            transform=Chain(stacked, batch_shape, self.unroll),
             base=DiagNormal(zeros, jnp.ones_like(zeros)),
             batch_shape=batch_shape,
         )

@@ -210,13 +210,19 @@ def from_arrays(config: dict, arrays: dict, param_dtype=jnp.float32) -> MAF:
         out = NSF(layout.features, layout.context, len(read), **spline, **common)
     else:
         out = MAF(layout.features, layout.context, len(read), **common)
-    for module, (_, order, unit_degrees, layers) in zip(out.transforms, read):
+    stacked = out.transforms.stacked  # every variable with a leading axis of transforms
+    kernels = [[] for _ in stacked.hyper.layers]
+    biases = [[] for _ in stacked.hyper.layers]
+    for _, order, unit_degrees, layers in read:
         maps = permutations(order, unit_degrees, layout.total, layout.context)
-        module.order[...] = jnp.asarray(order, jnp.int32)
-        for k, (layer, (weight, bias)) in enumerate(zip(module.hyper.layers, layers)):
+        for k, (weight, bias) in enumerate(layers):
             inputs, outputs = maps[k], maps[k + 1]
-            layer.kernel[...] = jnp.asarray(weight[np.ix_(outputs, inputs)].T, param_dtype)
-            layer.bias[...] = jnp.asarray(bias[outputs], param_dtype)
+            kernels[k].append(weight[np.ix_(outputs, inputs)].T)
+            biases[k].append(bias[outputs])
+    stacked.order[...] = jnp.asarray(np.stack([r[1] for r in read]), jnp.int32)
+    for layer, kernel, bias in zip(stacked.hyper.layers, kernels, biases):
+        layer.kernel[...] = jnp.asarray(np.stack(kernel), param_dtype)
+        layer.bias[...] = jnp.asarray(np.stack(bias), param_dtype)
     return out
 
 
@@ -239,7 +245,7 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
         )
     if not isinstance(flow, MAF):
         raise ValueError(f"expected a maf_jax MAF or NSF, got {type(flow).__name__}")
-    first = flow.transforms[0]
+    first = flow.transforms.stacked  # its settings are every transform's
     layout = first.layout
     if layout.features < 2:
         raise ValueError("zuko builds an elementwise transform for features=1: cannot export")
@@ -273,7 +279,7 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     if layout.adjacency is not None:  # built as zuko builds it: zuko's unit order
         degrees = layout.zuko_units[0]
     arrays = {}
-    for i, module in enumerate(flow.transforms):
+    for i, module in enumerate(flow.transforms.unstack()):
         order = np.asarray(module.order[...])
         maps = permutations(order, degrees, layout.total, layout.context)
         if layout.adjacency is None:

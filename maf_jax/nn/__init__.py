@@ -1,4 +1,4 @@
-"""Flax NNX layers: the masked linear layer and the masked MLP (a MADE)."""
+"""Flax NNX layers: the masked linear layer, the masked MLP (a MADE) and the stack."""
 
 from maf_jax._lazy import exports
 
@@ -6,6 +6,7 @@ __all__ = [
     "Mask",
     "MaskedLinear",
     "MaskedMLP",
+    "Stack",
 ]
 
 __getattr__, __dir__ = exports(
@@ -14,5 +15,6 @@ __getattr__, __dir__ = exports(
         "Mask": "maf_jax.nn.layers",
         "MaskedLinear": "maf_jax.nn.layers",
         "MaskedMLP": "maf_jax.nn.layers",
+        "Stack": "maf_jax.nn.stack",
     },
 )

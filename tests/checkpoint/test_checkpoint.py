@@ -42,10 +42,10 @@ def test_round_trip_gives_identical_log_prob_and_samples(model, tmp_path):
     np.testing.assert_array_equal(
         loaded(c).sample(jax.random.key(2)), model(c).sample(jax.random.key(2))
     )
-    assert [t.order[...].tolist() for t in loaded.flow.transforms] == [
-        t.order[...].tolist() for t in model.flow.transforms
+    assert [t.order[...].tolist() for t in loaded.flow.transforms.unstack()] == [
+        t.order[...].tolist() for t in model.flow.transforms.unstack()
     ]
-    assert loaded.flow.transforms[0].layout == model.flow.transforms[0].layout
+    assert loaded.flow.transforms.unstack()[0].layout == model.flow.transforms.unstack()[0].layout
 
 
 def test_plain_maf_round_trip(tmp_path):
@@ -62,7 +62,7 @@ def test_a_flow_over_a_graph_round_trips(tmp_path):
     adjacency[2, 0] = adjacency[3, 2] = True
     flow = scramble(MAF(4, 1, transforms=2, adjacency=adjacency, rngs=nnx.Rngs(1)))
     loaded = checkpoint.load(checkpoint.save(tmp_path / "g.npz", flow))
-    assert loaded.transforms[0].layout == flow.transforms[0].layout
+    assert loaded.transforms.unstack()[0].layout == flow.transforms.unstack()[0].layout
     x, c = jax.random.normal(jax.random.key(0), (5, 4)), jnp.ones((5, 1))
     np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
 
@@ -72,8 +72,8 @@ def test_a_residual_flow_round_trips(tmp_path):
     flow = NSF(3, 2, 2, passes=2, residual=True, hidden_features=hidden, rngs=nnx.Rngs(1))
     flow = scramble(flow)
     loaded = checkpoint.load(checkpoint.save(tmp_path / "r.npz", flow))
-    assert loaded.transforms[0].layout == flow.transforms[0].layout
-    assert loaded.transforms[0].layout.residual
+    assert loaded.transforms.unstack()[0].layout == flow.transforms.unstack()[0].layout
+    assert loaded.transforms.unstack()[0].layout.residual
     x, c = jax.random.normal(jax.random.key(0), (5, 3)), jnp.ones((5, 2))
     np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
     np.testing.assert_array_equal(
@@ -85,7 +85,7 @@ def test_nsf_round_trip(tmp_path):
     flow = scramble(NSF(3, context=2, transforms=2, bins=5, bound=4.0, rngs=nnx.Rngs(1)))
     loaded = checkpoint.load(checkpoint.save(tmp_path / "f.npz", flow))
     assert isinstance(loaded, NSF)
-    assert loaded.transforms[1].univariate == RationalQuadraticSpline(5, 4.0)
+    assert loaded.transforms.unstack()[1].univariate == RationalQuadraticSpline(5, 4.0)
     x = jax.random.normal(jax.random.key(0), (7, 3))
     c = jax.random.normal(jax.random.key(1), (7, 2))
     np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
@@ -109,7 +109,7 @@ def test_settings_that_change_the_arithmetic_are_restored(tmp_path, settings):
     # a checkpoint of the deprecated derivative still loads, with the warning
     with pytest.warns(DeprecationWarning) if deprecated else contextlib.nullcontext():
         loaded = checkpoint.load(path)
-    first, saved = loaded.transforms[0], flow.transforms[0]
+    first, saved = loaded.transforms.unstack()[0], flow.transforms.unstack()[0]
     assert (first.precision, first.inverter, loaded.unroll, first.derivative) == (
         saved.precision,
         saved.inverter,
@@ -131,7 +131,7 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
 
     rewrite(path, tmp_path / "old.npz", older)
     loaded = checkpoint.load(tmp_path / "old.npz")
-    t = loaded.transforms[0]
+    t = loaded.transforms.unstack()[0]
     assert (t.precision, t.inverter, loaded.unroll) == (
         jax.lax.Precision.HIGHEST,
         Incremental(),
@@ -178,7 +178,8 @@ def set_config(arrays, **updates):
     arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
 
-KERNEL = "flow/transforms/1/hyper/layers/0/kernel"
+KERNEL = "flow/transforms/stacked/hyper/layers/0/kernel"  # (transforms, in, out)
+ORDER = "flow/transforms/stacked/order"  # (transforms, features)
 SPLINE = {"name": "spline", "bins": 3, "bound": 5.0, "slope": 0.001}
 
 
@@ -189,12 +190,12 @@ def set_raw_config(arrays, text):
 @pytest.mark.parametrize(
     "change,match",
     [
-        (lambda a: a.pop(KERNEL), "which describes 877 numbers where the file holds 797"),
+        (lambda a: a.pop(KERNEL), "which describes 877 numbers where the file holds 637"),
         (
             lambda a: a.update({"mean": np.ones(4)}),
             "describes 877 numbers where the file holds 878",
         ),
-        (lambda a: a.update({KERNEL: a[KERNEL].T.copy()}), "kernel has shape \\(16, 5\\)"),
+        (lambda a: a.update({KERNEL: a[KERNEL].swapaxes(1, 2).copy()}), "shape \\(3, 16, 5\\)"),
         (lambda a: a.update({KERNEL: a[KERNEL].astype(np.float64)}), "dtype float64, expected"),
         (lambda a: a.update({"std": -a["std"]}), "std must be positive"),
         (lambda a: a.update({KERNEL: np.full_like(a[KERNEL], np.nan)}), "kernel holds NaN or inf"),
@@ -261,7 +262,7 @@ def set_raw_config(arrays, text):
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),
         (
-            lambda a: a.update({"flow/transforms/0/order": np.array([0, 0, 1], np.int32)}),
+            lambda a: a.update({ORDER: np.array([[0, 1, 2], [0, 0, 1], [2, 1, 0]], np.int32)}),
             "permutation",
         ),
         (lambda a: a.pop("__config__"), "has no configuration"),
@@ -311,13 +312,56 @@ def test_compressed_checkpoints_are_refused_before_inflating(model, tmp_path):
 def test_identity_init_is_stored_and_older_files_load_without_it(tmp_path, identity_init):
     model = MAF(3, transforms=2, identity_init=identity_init, rngs=nnx.Rngs(0))
     path = checkpoint.save(tmp_path / "m.npz", model)
-    assert all(t.identity_init is identity_init for t in checkpoint.load(path).transforms)
+    assert all(t.identity_init is identity_init for t in checkpoint.load(path).transforms.unstack())
     # a file written before the option: the key is absent, the model loads as False
     rewrite(path, tmp_path / "old.npz", lambda a: a.update(__config__=without(a, "identity_init")))
-    assert not checkpoint.load(tmp_path / "old.npz").transforms[0].identity_init
+    assert not checkpoint.load(tmp_path / "old.npz").transforms.unstack()[0].identity_init
 
 
 def without(arrays, key):
     config = json.loads(arrays["__config__"].tobytes())
     del config[key]
     return np.frombuffer(json.dumps(config).encode(), np.uint8)
+
+
+def unstacked(arrays):
+    """What files written before the stacked layout held: one array per transform."""
+    for name in [n for n in arrays if "transforms/stacked/" in n]:
+        stacked = arrays.pop(name)
+        for i, part in enumerate(stacked):
+            arrays[name.replace("transforms/stacked/", f"transforms/{i}/")] = part
+
+
+def test_files_written_before_the_stacked_layout_load(model, tmp_path):
+    path = checkpoint.save(tmp_path / "new.npz", model)
+    rewrite(path, tmp_path / "old.npz", unstacked)
+    with np.load(tmp_path / "old.npz") as old:
+        assert "flow/transforms/2/hyper/layers/0/kernel" in old.files
+        assert not any("stacked" in name for name in old.files)
+    loaded = checkpoint.load(tmp_path / "old.npz")
+    x = jax.random.normal(jax.random.key(0), (5, 3))
+    c = jnp.ones((5, 2))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
+    for old, new in zip(nnx.state(loaded).flat_state(), nnx.state(model).flat_state()):
+        np.testing.assert_array_equal(old[1][...], new[1][...])
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            lambda a: a.update({"flow/transforms/1/orders": a.pop("flow/transforms/1/order")}),
+            "missing \\['flow/transforms/stacked/order'\\]",
+        ),
+        (
+            lambda a: a.update({KERNEL.replace("stacked", "2"): np.ones((16, 5), np.float32)}),
+            "transforms/2/hyper/layers/0/kernel has shape \\(16, 5\\)",
+        ),
+        (lambda a: a.update({"flow/transforms/0/order": np.zeros(3, np.int32)}), "permutation"),
+    ],
+)
+def test_tampered_files_of_the_older_layout_are_refused(model, tmp_path, change, match):
+    path = checkpoint.save(tmp_path / "new.npz", model)
+    rewrite(path, tmp_path / "old.npz", lambda a: (unstacked(a), change(a)))
+    with pytest.raises(checkpoint.CheckpointError, match=match):
+        checkpoint.load(tmp_path / "old.npz")

@@ -107,7 +107,8 @@ def record_update(**updates):
     return change
 
 
-KERNEL = "params/flow/transforms/0/hyper/layers/0/kernel"
+KERNEL = "params/flow/transforms/stacked/hyper/layers/0/kernel"  # (transforms, in, out)
+ORDER = "rest/flow/transforms/stacked/order"  # (transforms, features)
 
 
 @pytest.mark.parametrize(
@@ -127,10 +128,10 @@ KERNEL = "params/flow/transforms/0/hyper/layers/0/kernel"
             {},
             "the training record is not JSON",
         ),
-        (lambda a: a.pop(KERNEL), {}, "missing \\['params/flow/transforms/0/hyper/layers/0"),
-        (lambda a: a.update({KERNEL: a[KERNEL][:1]}), {}, "kernel has shape \\(1, 8\\)"),
+        (lambda a: a.pop(KERNEL), {}, "missing \\['params/flow/transforms/stacked/hyper/layers/0"),
+        (lambda a: a.update({KERNEL: a[KERNEL][:1]}), {}, "kernel has shape \\(1, 2, 8\\)"),
         (lambda a: a.update({KERNEL: a[KERNEL] * np.nan}), {}, "kernel holds NaN or inf"),
-        (lambda a: a.update({"rest/flow/transforms/0/order": np.array([0, 0])}), {}, "order"),
+        (lambda a: a.update({ORDER: np.zeros_like(a[ORDER])}), {}, "order: .*permutation"),
         (lambda a: a.update({"epoch_losses": np.ones(5, np.float32)}), {}, "epoch_losses has"),
     ],
 )

@@ -101,8 +101,9 @@ def test_a_residual_identity_started_spline_flow_is_fitted_saved_and_sampled(fil
     argv = ["fit", str(files / "data.npy"), "-o", str(model), "--flow", "nsf", "--bins", "5"]
     assert main([*argv, "--residual", "--identity-init", *SMALL]) == 0
     flow = checkpoint.load(model).flow
-    assert type(flow).__name__ == "NSF" and flow.transforms[0].univariate.bins == 5
-    assert flow.transforms[0].layout.residual and flow.transforms[0].identity_init
+    settings = flow.transforms.stacked  # every transform's
+    assert type(flow).__name__ == "NSF" and settings.univariate.bins == 5
+    assert settings.layout.residual and settings.identity_init
     out = files / "nsf_samples.npy"
     assert main(["sample", str(model), "-n", "20", "-o", str(out)]) == 0
     assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()

@@ -61,7 +61,7 @@ def test_seed_training_example():
 
 def test_seed_coupling_example():
     flow = MAF(features=100, transforms=3, passes=2, rngs=nnx.Rngs(0))
-    assert all(t.layout.steps == 2 for t in flow.transforms)
+    assert all(t.layout.steps == 2 for t in flow.transforms.unstack())
     x = flow().sample(jax.random.key(1), (8,))
     assert x.shape == (8, 100) and flow().log_prob(x).shape == (8,)
 
@@ -74,26 +74,26 @@ def test_seed_custom_univariate_example():
 def test_seed_custom_masking_example():
     order = jnp.array([2, 0, 1, 3, 4])
     flow = MAF(features=5, transforms=3, order=order, rngs=nnx.Rngs(0))
-    orders = [t.order[...].tolist() for t in flow.transforms]
+    orders = [t.order[...].tolist() for t in flow.transforms.unstack()]
     assert orders == [[2, 0, 1, 3, 4], [2, 4, 3, 1, 0], [2, 0, 1, 3, 4]]
 
 
 def test_default_and_random_orders():
     flow = MAF(4, transforms=3, rngs=nnx.Rngs(0))
-    assert [t.order[...].tolist() for t in flow.transforms] == [
+    assert [t.order[...].tolist() for t in flow.transforms.unstack()] == [
         [0, 1, 2, 3],
         [3, 2, 1, 0],
         [0, 1, 2, 3],
     ]
     orders = [
         t.order[...].tolist()
-        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms
+        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms.unstack()
     ]
     assert all(sorted(o) == list(range(6)) for o in orders)
     assert len({tuple(o) for o in orders}) > 1
     again = [
         t.order[...].tolist()
-        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms
+        for t in MAF(6, transforms=4, randperm=True, rngs=nnx.Rngs(0)).transforms.unstack()
     ]
     assert again == orders  # drawn from rngs, so reproducible
 
@@ -152,7 +152,7 @@ def test_log_prob_is_base_plus_log_det():
     c = jnp.array([0.3, -1.0])
     x = jax.random.normal(jax.random.key(2), (6, 4))
     z, ladj = x, 0.0
-    for t in flow.transforms:
+    for t in flow.transforms.unstack():
         z, step = t(c).forward_and_log_det(z)
         ladj = ladj + step
     np.testing.assert_allclose(flow(c).log_prob(x), standard_normal_log_prob(z) + ladj, rtol=1e-6)
@@ -208,10 +208,12 @@ def test_functional_idiom():
     grads = jax.grad(lambda p: -log_prob(p, cs, xs).mean())(params)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-    kernel_grad = grads["transforms"][0]["hyper"]["layers"][0]["kernel"][...]
-    mask = flow.transforms[0].hyper.layers[0].mask[...]
-    np.testing.assert_array_equal(kernel_grad[~mask], 0.0)  # masked weights get no gradient
-    assert np.any(kernel_grad[mask] != 0.0)
+    kernel_grad = grads["transforms"]["stacked"]["hyper"]["layers"][0]["kernel"][...]
+    assert kernel_grad.shape == (2, 5, 64)  # (transforms, features + context, hidden)
+    mask = flow.transforms.stacked.hyper.layers[0].mask[...]
+    for grad in kernel_grad:
+        np.testing.assert_array_equal(grad[~mask], 0.0)  # masked weights get no gradient
+        assert np.any(grad[mask] != 0.0)
 
     sampled = jax.jit(lambda p, c, k: nnx.merge(graphdef, p, rest)(c).sample(k, (4,)))(
         params, cs, jax.random.key(3)

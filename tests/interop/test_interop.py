@@ -134,7 +134,7 @@ def test_from_zuko_gives_the_same_density_and_samples(name):
     flow = zuko_flow(name)
     ours = from_zuko(flow)
     assert type(ours) is (maf_jax.NSF if cls is zuko.flows.NSF else maf_jax.MAF)
-    layout = ours.transforms[0].layout
+    layout = ours.transforms.unstack()[0].layout
     if "adjacency" in kwargs:  # one step per feature here, one per generation in zuko
         assert layout.adjacency is not None and layout.passes == features
     else:
@@ -211,7 +211,7 @@ def test_to_zuko_of_a_maf_jax_model(name):
     # zuko keeps ranks, not the order within a rank: the model that comes back may
     # sort the features of a rank otherwise, which changes no output
     again = from_zuko(exported)
-    assert again.transforms[0].layout == ours.transforms[0].layout
+    assert again.transforms.unstack()[0].layout == ours.transforms.unstack()[0].layout
     compare(exported, again, features, context)
 
 
@@ -220,7 +220,7 @@ def test_an_imported_model_trains_saves_and_loads(tmp_path, name):
     _, features, context, _ = CONFIGS[name]
     ours = from_zuko(zuko_flow(name))
     loaded = maf_jax.checkpoint.load(maf_jax.checkpoint.save(tmp_path / "z.npz", ours))
-    assert loaded.transforms[0].layout == ours.transforms[0].layout
+    assert loaded.transforms.unstack()[0].layout == ours.transforms.unstack()[0].layout
     x, c, _ = inputs(features, context)
     np.testing.assert_array_equal(
         loaded(as_jax(c)).log_prob(as_jax(x)), ours(as_jax(c)).log_prob(as_jax(x))
@@ -228,7 +228,7 @@ def test_an_imported_model_trains_saves_and_loads(tmp_path, name):
     grads = nnx.grad(lambda m: -m(as_jax(c)).log_prob(as_jax(x)).mean())(ours)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     # maf_jax spreads the units of narrow layers otherwise: the file keeps zuko's
-    assert (ours.transforms[0].layout.degrees is not None) == name.endswith("narrow")
+    assert (ours.transforms.unstack()[0].layout.degrees is not None) == name.endswith("narrow")
 
 
 def broken_residual_block():
