@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -296,7 +297,8 @@ def fit(
     def nll(params, rest, x, c):
         return _nll(graphdef, as_params(params), as_rest(rest), x, c)
 
-    @jax.jit
+    # the parameters and optimiser state are donated: updated in their own buffers
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, rest, x, c, stop):
         loss, grads = jax.value_and_grad(lambda p: nll(p, rest, x, c).mean())(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)

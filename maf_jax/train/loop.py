@@ -66,6 +66,11 @@ class Interrupted(KeyboardInterrupt):
         self.path, self.step = Path(path), step
 
 
+def _copy(tree):
+    """New buffers for ``tree``'s arrays: the next step donates the ones it is given."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def _describe(model) -> dict | None:
     try:
         return configuration.describe(model)
@@ -121,8 +126,13 @@ class State:
 
     @classmethod
     def start(cls, params, opt_state) -> State:
-        """The state before the first step."""
-        return cls(params, opt_state, params)
+        """The state before the first step.
+
+        The step donates ``params`` and ``opt_state`` (their buffers become the
+        updated ones), so the state holds copies: the model's own arrays stay valid
+        whatever ends the training.
+        """
+        return cls(_copy(params), _copy(opt_state), params)
 
     def save(self, path, rest, settings: dict, model) -> None:
         """Writes the state, the model's other variables and ``settings`` atomically."""
@@ -303,12 +313,12 @@ class Loop:
             state.history.val_nll.append(nll)
             postfix["val_nll"] = f"{nll:.4f}"
             if nll < state.best:
-                state.best, state.best_params, state.waited = nll, state.params, 0
+                state.best, state.best_params, state.waited = nll, _copy(state.params), 0
                 state.history.best_epoch = state.epoch
             else:
                 state.waited += 1
         else:
-            state.best_params, state.history.best_epoch = state.params, state.epoch
+            state.best_params, state.history.best_epoch = _copy(state.params), state.epoch
         state.epoch, state.position, state.losses = state.epoch + 1, 0, []
         bar.update(1)
         bar.set_postfix(postfix)

@@ -87,6 +87,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_parameters(data):
     assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
 
 
+def test_the_arrays_a_user_holds_outlive_the_donated_steps(data):
+    """The train step donates its buffers; the flow's arrays before fit stay valid."""
+    flow = MAF(2, transforms=2, hidden_features=(8,), rngs=nnx.Rngs(0))
+    before = jax.tree.leaves(nnx.state(flow))
+    values = [np.array(a) for a in before]
+    model, history = fit(flow, data, key=jax.random.key(0), epochs=2, progress=False)
+    assert history.steps > 2
+    assert not any(a.is_deleted() for a in before)
+    for a, value in zip(before, values, strict=True):
+        np.testing.assert_array_equal(a, value)
+    trained = jax.tree.leaves(nnx.state(model.flow, nnx.Param))
+    assert not any(a.is_deleted() for a in trained)
+    assert not all(np.array_equal(a, b) for a, b in zip(trained, values))
+
+
 def test_steps_budget_and_conditional_fit():
     rng = np.random.default_rng(1)
     c = rng.normal(size=(300, 1))
