@@ -76,7 +76,7 @@ def timed_compile(jitted, *args):
     return time.perf_counter() - start, compiled
 
 
-def maf_jax_flow(features: int, passes=None, flow: str = "maf", **settings):
+def maf_jax_flow(features: int, passes=None, flow: str = "maf", hidden=HIDDEN, **settings):
     """maf_jax's MAF (or NSF) of the workload, split into ``(graphdef, params, rest)``.
 
     ``settings`` (``inverse``, ``precision``, ``unroll``) go to the constructor.
@@ -90,7 +90,7 @@ def maf_jax_flow(features: int, passes=None, flow: str = "maf", **settings):
     flow = (NSF if flow == "nsf" else MAF)(
         features,
         transforms=TRANSFORMS,
-        hidden_features=(HIDDEN, HIDDEN),
+        hidden_features=(hidden, hidden),
         passes=passes,
         rngs=nnx.Rngs(0),
         **settings,
@@ -112,7 +112,7 @@ def maf_jax_model(features: int, passes, flow: str = "maf", **settings):
     return params, log_prob, sample
 
 
-def flowjax_flow(features: int, key, flow: str = "maf"):
+def flowjax_flow(features: int, key, flow: str = "maf", hidden=HIDDEN):
     """flowjax's MAF (or NSF) of the workload, partitioned into ``(params, static)``."""
     import equinox as eqx
     import jax.numpy as jnp
@@ -126,17 +126,17 @@ def flowjax_flow(features: int, key, flow: str = "maf"):
         base_dist=Normal(jnp.zeros(features)),
         transformer=spline,
         flow_layers=TRANSFORMS,
-        nn_width=HIDDEN,
+        nn_width=hidden,
         nn_depth=2,
         invert=True,
     )
     return eqx.partition(flow, eqx.is_inexact_array)
 
 
-def flowjax_model(features: int, key, flow: str = "maf"):
+def flowjax_model(features: int, key, flow: str = "maf", hidden=HIDDEN):
     import equinox as eqx
 
-    params, static = flowjax_flow(features, key, flow)
+    params, static = flowjax_flow(features, key, flow, hidden)
 
     def log_prob(p, x):
         return eqx.combine(p, static).log_prob(x)
@@ -147,28 +147,29 @@ def flowjax_model(features: int, key, flow: str = "maf"):
     return params, log_prob, sample
 
 
-def dense_model(features: int, key):
-    """The unmasked MLP of the same shapes, the roofline for training."""
+def dense_model(features: int, key, hidden=HIDDEN):
+    """The unmasked MLP of the same shapes, the roofline for training.
+
+    Its transforms are stacked as maf_jax's are (one array per kind of weight), so
+    that it pays the same number of buffers per step; the loop over them unrolls.
+    """
     import jax
     import jax.numpy as jnp
 
-    sizes = [features, HIDDEN, HIDDEN, 2 * features]
-    keys = jax.random.split(key, TRANSFORMS * 3)
+    sizes = [features, hidden, hidden, 2 * features]
+    keys = jax.random.split(key, len(sizes) - 1)
     params = [
-        [
-            (jax.random.normal(keys[3 * t + i], (a, b)) / a**0.5, jnp.zeros(b))
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-        ]
-        for t in range(TRANSFORMS)
+        (jax.random.normal(k, (TRANSFORMS, a, b)) / a**0.5, jnp.zeros((TRANSFORMS, b)))
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
     ]
 
     def log_prob(params, x):
         ladj = 0.0
-        for layers in params:
+        for t in range(TRANSFORMS):
             h = x
-            for w, b in layers[:-1]:
-                h = jax.nn.relu(h @ w + b)
-            shift, scale = jnp.split(h @ layers[-1][0] + layers[-1][1], 2, axis=-1)
+            for w, b in params[:-1]:
+                h = jax.nn.relu(h @ w[t] + b[t])
+            shift, scale = jnp.split(h @ params[-1][0][t] + params[-1][1][t], 2, axis=-1)
             x = x * jnp.exp(scale) + shift
             ladj = ladj + scale.sum(-1)
         return -0.5 * (x**2).sum(-1) + ladj

@@ -158,6 +158,19 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+# The processes a run starts (xdist workers, the own-process files, the command line,
+# distributed and fuzz tests) compile many of the same programs: they share one
+# persistent compilation cache for the run, in a folder of its own that is removed
+# with it. Programs that compile in under a second are not written (JAX's default).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="maf-jax-tests-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+
 
 @st.composite
 def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):

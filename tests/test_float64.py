@@ -130,7 +130,9 @@ def test_implicit_derivatives_equal_autodiff_through_the_reference(s):
         return (x * gx).sum() + (ladj * gl).sum()
 
     argnums = (0, 1, 2) if kwargs["context"] else (0, 1)
-    got, want = (jax.grad(loss, argnums)(params, y, c, r) for r in (False, True))
+    # one compiled program each: faster than op by op through the scans
+    grad = jax.jit(jax.grad(loss, argnums), static_argnums=3)
+    got, want = (grad(params, y, c, r) for r in (False, True))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
