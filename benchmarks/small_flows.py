@@ -88,8 +88,8 @@ def step_child(library: str, features: int, hidden: int, batch: int, grad_sample
 
             grad = jax.jit(jax.grad(reverse_kl))
             result["compile_grad_sample_s"] = speed.timed_compile(grad, params, key)[0]
-    times = speed.median_times({"train_ms": lambda: jax.block_until_ready(train(params, state, x))}, 200)
-    return result | times
+    step = {"train_ms": lambda: jax.block_until_ready(train(params, state, x))}
+    return result | speed.median_times(step, 200)
 
 
 def mixture(rows: int, features: int, seed: int = 0):
@@ -181,9 +181,7 @@ def report(steps: dict, fits: dict) -> str:
         ]
         for lib, r in fits.items():
             ratio = fits["flowjax"]["fit_s"] / r["fit_s"] if "flowjax" in fits else float("nan")
-            lines.append(
-                f"| {lib} | {r['fit_s']:.2f} | {r['final_val_nll']:.3f} | {ratio:.2f}x |"
-            )
+            lines.append(f"| {lib} | {r['fit_s']:.2f} | {r['final_val_nll']:.3f} | {ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
