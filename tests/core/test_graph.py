@@ -49,7 +49,12 @@ def reach(layout) -> np.ndarray:
 
 @jax.jit
 def inverses(b, y):
-    return b.inverse_and_log_det(y), full_pass_inverse(b, y), jax.vmap(jax.jacfwd(b.forward))(y)
+    return b.inverse_and_log_det(y), full_pass_inverse(b, y)
+
+
+@jax.jit
+def jacobian(b, y):
+    return jax.vmap(jax.jacfwd(b.forward))(y)
 
 
 def check(adjacency, context, hidden, seed=0, rows=3, numeric=True, residual=False):
@@ -74,13 +79,13 @@ def check(adjacency, context, hidden, seed=0, rows=3, numeric=True, residual=Fal
     c = jax.random.normal(jax.random.key(seed), (context,)) if context else None
     b = scramble(t, seed=seed)(c)
     y = jax.random.normal(jax.random.key(seed + 1), (rows, features))
-    (x, ladj), (x_full, ladj_full), jacobian = inverses(b, y)
     if numeric:  # float32 rounding grows along chains: tests/test_float64.py, any DAG
+        (x, ladj), (x_full, ladj_full) = inverses(b, y)
         np.testing.assert_allclose(x, x_full, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(ladj, ladj_full, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(b.forward(x), y, rtol=1e-4, atol=1e-4)
     forbidden = ~(want[:, :features] | np.eye(features, dtype=bool))
-    assert not np.abs(np.asarray(jacobian))[:, forbidden].any()
+    assert not np.abs(np.asarray(jacobian(b, y)))[:, forbidden].any()
 
 
 @pytest.mark.parametrize("residual", [False, True])
