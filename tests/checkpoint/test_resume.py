@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from test_checkpoint import unstacked
 
 from maf_jax import MAF, fit
 from maf_jax.checkpoint import training as resume
@@ -145,6 +146,20 @@ def test_a_checkpoint_of_another_run_or_tampered_with_is_refused(
         path = tmp_path / "x.npz"
     with pytest.raises(CheckpointError, match=message):
         run(resume=path, **kwargs)
+
+
+def test_a_state_written_before_the_stacked_layout_resumes_bit_for_bit(straight, tmp_path):
+    folder, model, history = straight
+    rewrite(folder / "step-15.npz", tmp_path / "old.npz", unstacked)
+    with np.load(tmp_path / "old.npz") as old:  # parameters, optimiser state, best ones
+        names = old.files
+    assert "params/flow/transforms/1/hyper/layers/0/kernel" in names
+    assert "opt_state/0/mu/flow/transforms/0/hyper/layers/1/bias" in names
+    assert not any("stacked" in name for name in names)
+    resumed, resumed_history = run(resume=tmp_path / "old.npz")
+    assert resumed_history == history
+    for a, b in zip(params(resumed), params(model), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_another_model_or_a_model_checkpoint_is_refused(straight, tmp_path):
