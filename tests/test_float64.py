@@ -57,7 +57,7 @@ def test_transform(kwargs):
     y, ladj = jax.jit(lambda b, x: b.forward_and_log_det(x))(b, x)
     x_back, inverse_ladj = jax.jit(lambda b, y: b.inverse_and_log_det(y))(b, y)
     x_full, _ = jax.jit(full_pass_inverse)(b, y)
-    jacobian = jax.vmap(jax.jacfwd(b.forward))(x)
+    jacobian = jax.jit(lambda b, x: jax.vmap(jax.jacfwd(b.forward))(x))(b, x)
     assert y.dtype == ladj.dtype == x_back.dtype == F64
     np.testing.assert_allclose(x_back, x, rtol=1e-10, atol=1e-11)
     np.testing.assert_allclose(x_full, x_back, rtol=1e-12, atol=1e-12)
@@ -98,12 +98,13 @@ def test_check_grads():
     def log_prob(params, x):
         return nnx.merge(graphdef, params, rest)(c).log_prob(x).sum()
 
-    check_grads(log_prob, (params, x), order=2, modes=("fwd", "rev"))
+    # jitted: check_grads evaluates the function and its derivatives many times
+    check_grads(jax.jit(log_prob), (params, x), order=2, modes=("fwd", "rev"))
 
     def sample(params):
         return nnx.merge(graphdef, params, rest)(c).rsample(jax.random.key(3), (2,)).sum()
 
-    check_grads(sample, (params,), order=1, modes=("rev",))
+    check_grads(jax.jit(sample), (params,), order=1, modes=("rev",))
 
 
 def test_dtype():
