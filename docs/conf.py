@@ -115,7 +115,7 @@ if os.environ.get("DOCS_MATHJAX_PATH"):
     mathjax_path = os.environ["DOCS_MATHJAX_PATH"]
 
 
-def _data_comment(package: str, name: str) -> list[str] | None:
+def data_comment(package: str, name: str) -> list[str] | None:
     """The comment above ``name = ...`` in the submodule of ``package`` that defines it.
 
     A package's public names are imported lazily from its submodules, so autodoc,
@@ -148,7 +148,7 @@ def _process_docstring(app, what, name, obj, options, lines):
     if what != "data":
         return
     package, _, attr = name.rpartition(".")
-    comment = _data_comment(package, attr)
+    comment = data_comment(package, attr)
     if comment is not None:
         lines[:] = comment
     elif (

@@ -1,9 +1,10 @@
 """Every public name has a docstring and a page in the API reference (no Sphinx run)."""
 
 import dataclasses
+import functools
 import importlib
+import importlib.util
 import inspect
-import pkgutil
 import re
 from pathlib import Path
 
@@ -62,26 +63,18 @@ def is_data(obj) -> bool:
     return not (inspect.isclass(obj) or inspect.ismodule(obj) or callable(obj))
 
 
-def source_comment(package: str, name: str) -> str:
-    """The comment right above ``name = ...`` in the submodule of ``package`` defining it.
+@functools.cache
+def docs_conf():
+    """``docs/conf.py`` as a module (it imports no Sphinx)."""
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    return conf
 
-    The API reference shows it as the data's description (``docs/conf.py``).
-    """
-    module = importlib.import_module(package)
-    value = getattr(module, name)
-    for info in pkgutil.iter_modules(module.__path__):
-        sub = importlib.import_module(f"{package}.{info.name}")
-        if getattr(sub, name, None) is not value:
-            continue
-        lines = inspect.getsource(sub).splitlines()
-        for i, line in enumerate(lines):
-            if re.match(rf"{re.escape(name)}\s*(:[^=]*)?=", line):
-                above = lines[:i]
-                comment = []
-                while above and above[-1].startswith("#"):
-                    comment.insert(0, above.pop())
-                return "\n".join(comment)
-    return ""
+
+def source_comment(package: str, name: str) -> list[str] | None:
+    """The comment the API reference shows for data: ``docs/conf.py``'s own reader."""
+    return docs_conf().data_comment(package, name)
 
 
 @pytest.mark.parametrize(("package", "name", "obj"), NAMES, ids=[f"{p}.{n}" for p, n, _ in NAMES])
