@@ -161,6 +161,25 @@ def test_any_dag_inverts_exactly(graph):
     np.testing.assert_allclose(b.forward(x), y, rtol=1e-10, atol=1e-10)
 
 
+def test_a_bounded_flow_samples_inside_and_its_densities_agree_in_float64():
+    """Samples strictly inside at float64's ends, and the sampler's log-density is
+    ``log_prob`` of the sample, to float64 rounding."""
+    bounds = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
+    flow = scramble(
+        MAF(4, context=2, transforms=2, bounds=bounds, rngs=nnx.Rngs(1), param_dtype=F64)
+    )
+    c = jax.random.normal(jax.random.key(0), (3, 2), F64)
+    x, log_prob = jax.jit(lambda c: flow(c).sample_and_log_prob(jax.random.key(1), (5000,)))(c)
+    assert x.dtype == F64
+    lower, upper = np.array(flow.support.lower), np.array(flow.support.upper)
+    assert (np.asarray(x) > lower).all() and (np.asarray(x) < upper).all()
+    np.testing.assert_allclose(flow(c).log_prob(x), log_prob, rtol=1e-9, atol=1e-9)
+    ends = flow.support.inverse(
+        jnp.array([[-800.0, -800.0, 800.0, 0.0], [800.0, 40.0, -40.0, 0.0]], F64)
+    )
+    assert (np.asarray(ends) > lower).all() and (np.asarray(ends) < upper).all()
+
+
 def test_fit_trains_a_float64_flow_in_float64():
     """Data, statistics, parameters and losses in float64: the first epoch's loss is
     the float64 NLL of the initial flow on every row (one batch of all of them)."""

@@ -1,4 +1,4 @@
-"""Bijections as JAX pytrees: autoregressive, univariate, standardisation, their chain.
+"""Bijections as JAX pytrees: autoregressive, univariate, standardisation, support, chain.
 
 Each exposes ``forward``, ``inverse``, ``forward_and_log_det`` and
 ``inverse_and_log_det``; none holds Flax state.
@@ -15,6 +15,7 @@ __all__ = [
     "MonotonicRQSTransform",
     "RationalQuadraticSpline",
     "Standardize",
+    "Support",
     "full_pass_inverse",
 ]
 
@@ -29,6 +30,7 @@ __getattr__, __dir__ = exports(
         "RationalQuadraticSpline": "maf_jax.bijections.spline",
         "Compose": "maf_jax.bijections.standardize",
         "Standardize": "maf_jax.bijections.standardize",
+        "Support": "maf_jax.bijections.support",
         "MonotonicAffineTransform": "maf_jax.bijections.univariate",
     },
 )

@@ -19,6 +19,7 @@ from maf_jax.bijections.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.bijections.entries import UNIVARIATES, parameter_shapes
 from maf_jax.bijections.registry import entry_of
 from maf_jax.bijections.spline import RationalQuadraticSpline
+from maf_jax.bijections.support import Support
 from maf_jax.core.graph import check_adjacency, with_diagonal
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
@@ -40,6 +41,7 @@ DEFAULTS = {
     "adjacency": None,
     "residual": False,
     "identity_init": False,
+    "bounds": None,
 }
 
 
@@ -94,6 +96,7 @@ def describe(model) -> dict:
         adjacency=None if layout.adjacency is None else with_diagonal(layout.adjacency).tolist(),
         residual=layout.residual,
         identity_init=first.identity_init,
+        bounds=None if flow.support is None else flow.support.pairs(),
     )
 
 
@@ -143,6 +146,7 @@ def check(config) -> dict:
             raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
     _check_degrees(config)
     _check_adjacency(config)
+    _check_bounds(config)
     _check_univariate(config["univariate"])
     shapes = [list(shape) for shape in parameter_shapes(config["univariate"])]
     if config["shapes"] != shapes:
@@ -209,6 +213,27 @@ def _check_adjacency(config: dict) -> None:
         raise ConfigError(str(error)) from None
 
 
+def _check_bounds(config: dict) -> None:
+    """Bounds, if any: ``[lower, upper]`` per feature, numbers or null (none)."""
+    bounds = config["bounds"]
+    if bounds is None:
+        return
+
+    def bound(v) -> bool:
+        return v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    pairs = isinstance(bounds, list) and all(isinstance(p, list) for p in bounds)
+    if not pairs or not all(bound(v) for p in bounds for v in p):
+        raise ConfigError(
+            f"bounds must be null or a list of [lower, upper] pairs of numbers or nulls, "
+            f"got {bounds!r}"
+        )
+    try:
+        Support.of(bounds, config["features"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _check_univariate(univariate) -> None:
     if not isinstance(univariate, dict):
         raise ConfigError(f"univariate must be an object with a name, got {univariate!r}")
@@ -253,6 +278,7 @@ def build(config: dict):
         degrees=config["degrees"],
         residual=config["residual"],
         identity_init=config["identity_init"],
+        bounds=config["bounds"],
         rngs=nnx.Rngs(0),
     )
     if config["adjacency"] is not None:

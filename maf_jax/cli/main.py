@@ -123,6 +123,7 @@ def _fit(args) -> dict:
         0 if context is None else context.shape[1],
         transforms=args.transforms,
         randperm=args.randperm,
+        bounds=args.bounds,
         passes=args.passes,
         hidden_features=tuple(args.hidden),
         residual=args.residual,

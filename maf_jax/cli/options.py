@@ -78,6 +78,23 @@ def _add_context(parser, help: str) -> None:
     parser.add_argument("--context-key", metavar="NAME", help="the array of a .npz context")
 
 
+def _bounds(text: str) -> list[list[float | None]]:
+    """``LOW:HIGH`` pairs separated by commas; an empty side is unbounded."""
+    pairs = []
+    for pair in text.split(","):
+        low, colon, high = pair.partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            pairs.append([float(v) if v.strip() else None for v in (low, high)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected LOW:HIGH pairs separated by commas (an empty side is unbounded), "
+                f"got {text!r}"
+            ) from None
+    return pairs
+
+
 def _address(text: str) -> str:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -177,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--identity-init", action="store_true",
         help="start each network's last layer at zero: the flow starts as the identity",
+    )  # fmt: skip
+    fit.add_argument(
+        "--bounds", type=_bounds, metavar="LOW:HIGH[,...]",
+        help="the support of the data, one LOW:HIGH for every feature or one per feature, "
+        "an empty side unbounded (0:1,0:,:); the flow's samples stay strictly inside and "
+        "rows on or beyond a bound are refused; write --bounds=-1:1 for a negative bound",
     )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -13,6 +14,8 @@ from flax import nnx
 from maf_jax.bijections.autoregressive import DERIVATIVES, AutoregressiveTransform, as_inverse
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
+from maf_jax.bijections.standardize import Compose
+from maf_jax.bijections.support import Support
 from maf_jax.bijections.univariate import MonotonicAffineTransform
 from maf_jax.core._checks import check_event, deprecated, positive_int
 from maf_jax.core.graph import check_adjacency
@@ -237,6 +240,12 @@ class MAF(nnx.Module):
         randperm: Whether each transform gets a random feature order.
         rngs: Random number generators for weights and permutations.
         order: Feature order of the even transforms; odd ones are reversed.
+        bounds: The support of the data: one ``(lower, upper)`` pair for every
+            feature, or one per feature (shape ``(features, 2)``), ``None`` or an
+            infinite value for an unbounded side. The flow then runs on the real
+            line and ``maf_jax.bijections.Support`` maps it onto the support:
+            samples always lie strictly inside, ``log_prob`` stays exact and is
+            ``-inf`` outside. ``None`` (the default): the real line.
         param_dtype: The dtype of the parameters and of the base distribution.
         unroll: Longest chain whose forward is unrolled when differentiated
             (training compiles and runs faster through straight-line code; longer
@@ -269,11 +278,13 @@ class MAF(nnx.Module):
         *,
         rngs: nnx.Rngs,
         order: Sequence[int] | None = None,
+        bounds=None,
         param_dtype=jnp.float32,
         unroll: int = 10,
         **kwargs,
     ):
         features = positive_int(features, "features")
+        self.support = None if bounds is None else Support.of(bounds, features)
         transforms = positive_int(transforms, "transforms")
         self.unroll = positive_int(unroll, "unroll", minimum=0)
         if randperm and order is not None:
@@ -319,6 +330,14 @@ class MAF(nnx.Module):
             A ``NormalizingFlow`` of batch shape ``batch`` and event shape
             ``(features,)``.
         """
+        return bounded(self.unconstrained(c), self.support)
+
+    def unconstrained(self, c: jax.Array | None = None) -> NormalizingFlow:
+        """The distribution of the data mapped to the real line by ``support``.
+
+        The flow itself when it has no ``bounds``. ``Standardized`` standardises
+        between the two maps.
+        """
         stacked = self.transforms(c)  # every leaf with the leading axis of the stack
         batch_shape = () if stacked.context is None else stacked.context.shape[1:-1]
         zeros = jnp.zeros(self.features, self.param_dtype)
@@ -327,6 +346,13 @@ class MAF(nnx.Module):
             base=DiagNormal(zeros, jnp.ones_like(zeros)),
             batch_shape=batch_shape,
         )
+
+
+def bounded(flow: NormalizingFlow, support: Support | None) -> NormalizingFlow:
+    """``flow`` carried onto ``support`` (``flow`` itself for ``None``)."""
+    if support is None:
+        return flow
+    return dataclasses.replace(flow, transform=Compose(support, flow.transform))
 
 
 class NSF(MAF):
@@ -346,8 +372,9 @@ class NSF(MAF):
         bins: The number of bins ``K`` of each spline.
         bound: The half-width ``B`` of the splines' domain.
         slope: The smallest derivative at the knots, in ``(0, 1)``.
-        **kwargs: Passed to ``MAF``: ``order``, ``passes``, ``hidden_features``,
-            ``activation``, ``param_dtype``, ``precision``, ``inverse``, ...
+        **kwargs: Passed to ``MAF``: ``order``, ``bounds``, ``passes``,
+            ``hidden_features``, ``activation``, ``param_dtype``, ``precision``,
+            ``inverse``, ...
 
     Example:
         >>> import jax

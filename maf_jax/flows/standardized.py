@@ -11,6 +11,7 @@ from maf_jax.bijections.standardize import Compose, Standardize, statistics
 from maf_jax.core._checks import check_event
 from maf_jax.core._pytree import float_dtype
 from maf_jax.distributions import NormalizingFlow
+from maf_jax.flows.autoregressive import bounded
 
 __all__ = ["Standardization", "Standardized"]
 
@@ -40,7 +41,10 @@ class Standardized(nnx.Module):
 
     ``model(c)`` is the distribution of ``x`` with
     ``log p(x | c) = log p_flow((x - mean) / std | c') - sum(log std)`` and samples
-    ``mean + std * x_flow``, where ``c' = (c - context_mean) / context_std``.
+    ``mean + std * x_flow``, where ``c' = (c - context_mean) / context_std``. For a
+    flow with ``bounds`` (``flow.support``), ``x`` is first mapped to the real line
+    and the statistics are those of the mapped data: the map onto the support is
+    the outermost part, so samples stay inside it.
 
     Args:
         flow: The flow on standardised data, e.g. a ``MAF``.
@@ -76,8 +80,19 @@ class Standardized(nnx.Module):
 
     @classmethod
     def from_data(cls, flow: nnx.Module, data, context=None) -> Standardized:
-        """Takes the statistics of ``data`` ``(n, features)`` and ``context``."""
+        """Takes the statistics of ``data`` ``(n, features)`` and ``context``.
+
+        For a flow with ``bounds``, those of the data mapped to the real line.
+
+        Raises:
+            ValueError: For data on or outside the flow's bounds.
+        """
         context_stats = statistics(context) if context is not None else (None, None)
+        support = getattr(flow, "support", None)
+        if support is not None:
+            dtype = float_dtype(nnx.state(flow, nnx.Param))
+            support.check(data, "data", dtype)
+            data = support.forward(jnp.asarray(data, dtype))
         return cls(flow, *statistics(data), *context_stats)
 
     @property
@@ -95,10 +110,12 @@ class Standardized(nnx.Module):
         if c is not None and self.context:
             c = check_event(c, self.context, "context c", what="context")
             c = (c - self.context_mean[...]) / self.context_std[...]
-        inner = self.flow(c)
+        support = getattr(self.flow, "support", None)
+        inner = self.flow(c) if support is None else self.flow.unconstrained(c)
         standardize = Standardize(self.mean[...], self.std[...])
-        return NormalizingFlow(
+        standardized = NormalizingFlow(
             transform=Compose(standardize, inner.transform),
             base=inner.base,
             batch_shape=inner.batch_shape,
         )
+        return bounded(standardized, support)

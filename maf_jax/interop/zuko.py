@@ -235,8 +235,8 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     the weights its masks zero, which never act.
 
     Raises:
-        ValueError: For a model zuko cannot express (one feature, a standardized
-            model, a custom univariate or activation), naming it.
+        ValueError: For a model zuko cannot express (one feature, bounds, a
+            standardized model, a custom univariate or activation), naming it.
     """
     if isinstance(flow, Standardized):
         raise ValueError(
@@ -245,6 +245,11 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
         )
     if not isinstance(flow, MAF):
         raise ValueError(f"expected a maf_jax MAF or NSF, got {type(flow).__name__}")
+    if flow.support is not None:
+        raise ValueError(
+            "a flow with bounds has no zuko counterpart (zuko's MAF has no bounded "
+            "support): export a flow built without bounds"
+        )
     first = flow.transforms.stacked  # its settings are every transform's
     layout = first.layout
     if layout.features < 2:

@@ -93,8 +93,18 @@ def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[fl
     return mean_and_standard_error(values)
 
 
+def _support(model):
+    """The support of ``model``'s flow, or ``None`` for the real line."""
+    return getattr(model.flow if isinstance(model, Standardized) else model, "support", None)
+
+
 def _check_inputs(flow, data, context, dtype):
     data = check_rows(data, "data", flow.features, dtype)
+    if _support(flow) is not None:
+        try:
+            _support(flow).check(data, "data", dtype)
+        except ValueError as error:
+            raise DataError(str(error)) from None
     if flow.context and context is None:
         raise DataError(f"the flow is conditional: give a context of shape (rows, {flow.context})")
     if context is not None:
@@ -192,7 +202,8 @@ def fit(
         flow: The flow, e.g. ``MAF(features, context)``; trained in place, in the
             dtype of its parameters: a float64 flow (``param_dtype=jnp.float64``
             under ``JAX_ENABLE_X64=1``) sees float64 data and statistics.
-        data: Array ``(n, features)``: this process's rows.
+        data: Array ``(n, features)``: this process's rows; strictly inside the
+            flow's ``bounds``, if it has some.
         key: PRNG key for the split and the shuffling.
         context: Array ``(n, context)`` for a conditional flow, else ``None``.
         batch_size: Rows per step, from all shards together.
@@ -205,7 +216,8 @@ def fit(
         patience: Epochs without validation improvement before stopping; ``None``
             never stops early.
         standardize: Whether to fit on standardised data, the statistics being
-            stored in the returned ``Standardized`` model.
+            stored in the returned ``Standardized`` model (for a flow with
+            ``bounds``, those of the data mapped to the real line).
         progress: Whether to show a progress bar.
         mesh: Data-parallel training over the devices of this mesh: each step's
             batch is sharded along the mesh's first axis, parameters and optimiser
@@ -262,7 +274,11 @@ def fit(
 
     model = flow
     if standardize and not isinstance(flow, Standardized):
-        stats = data_shards.statistics()
+        # with bounds, those of the data on the real line, where the flow standardises
+        support = _support(flow)
+        stats = data_shards.statistics(
+            transform=None if support is None else jax.jit(support.forward)
+        )
         context_stats = data_shards.statistics(context=True) if context is not None else ()
         model = Standardized(flow, *stats, *context_stats)
     optimizer = optimizer or optax.adam(1e-3)

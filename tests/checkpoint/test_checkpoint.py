@@ -125,7 +125,7 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
 
     def older(arrays):  # what the first format wrote
         config = json.loads(arrays["__config__"].tobytes())
-        for name in ("precision", "inverse", "unroll", "derivative", "univariate"):
+        for name in ("precision", "inverse", "unroll", "derivative", "univariate", "bounds"):
             del config[name]
         arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
@@ -139,6 +139,27 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
     )
     x = jnp.ones((3, 2))
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
+
+
+@pytest.mark.parametrize("standardized", [False, True])
+def test_bounds_are_stored_and_restored(tmp_path, standardized):
+    bounds = [(0.0, 1.0), (None, 2.5), (-3.0, None), (None, None)]
+    model = scramble(MAF(4, context=1, transforms=2, bounds=bounds, rngs=nnx.Rngs(0)))
+    if standardized:
+        model = Standardized(model, [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 0.5, 3.0])
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "m.npz", model))
+    flow = loaded.flow if standardized else loaded
+    assert flow.support.lower == (0.0, -np.inf, -3.0, -np.inf)
+    assert flow.support.upper == (1.0, 2.5, np.inf, np.inf)
+    c = jnp.ones((5, 1))
+    x = model(c).sample(jax.random.key(0))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
+    np.testing.assert_array_equal(
+        loaded(c).sample(jax.random.key(1)), model(c).sample(jax.random.key(1))
+    )
+    with np.load(tmp_path / "m.npz") as archive:
+        config = json.loads(archive["__config__"].tobytes())
+    assert config["bounds"] == [[0.0, 1.0], [None, 2.5], [-3.0, None], [None, None]]
 
 
 def test_an_inverse_that_cannot_be_rebuilt_is_refused(tmp_path):
@@ -258,6 +279,11 @@ def set_raw_config(arrays, text):
             ),
             "cycle",
         ),
+        (lambda a: set_config(a, bounds=[[0, 1]] * 2), "one pair per feature \\(shape \\(3, 2\\)"),
+        (lambda a: set_config(a, bounds=[[1, 0]] * 3), "feature 0's lower bound 1.0 must be below"),
+        (lambda a: set_config(a, bounds=[[0, "1"]] * 3), "bounds must be null or a list of \\["),
+        (lambda a: set_config(a, bounds=[[0, True]] * 3), "bounds must be null or a list of \\["),
+        (lambda a: set_config(a, bounds="0:1"), "bounds must be null or a list of \\["),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),

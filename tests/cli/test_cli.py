@@ -111,6 +111,24 @@ def test_a_residual_identity_started_spline_flow_is_fitted_saved_and_sampled(fil
     assert "--bins: expected an integer >= 2" in capsys.readouterr().err
 
 
+def test_a_flow_on_bounds_is_fitted_saved_and_sampled_inside(files, capsys):
+    model = files / "bounded.npz"
+    argv = ["fit", str(files / "data.npy"), "-o", str(model), *SMALL]
+    assert main([*argv, "--bounds=-10:,:,-20:30"]) == 0
+    support = checkpoint.load(model).flow.support
+    assert (support.lower, support.upper) == ((-10.0, -np.inf, -20.0), (np.inf, np.inf, 30.0))
+    out = files / "bounded_samples.npy"
+    assert main(["sample", str(model), "-n", "20000", "-o", str(out), "--no-progress"]) == 0
+    x = np.load(out)
+    assert (x[:, 0] > -10).all() and (x[:, 2] > -20).all() and (x[:, 2] < 30).all()
+    assert main([*argv, "--bounds", "0:4"]) == 2  # one pair for all: the rows pass 4
+    assert "feature 0 on or beyond its upper bound 4.0" in capsys.readouterr().err
+    assert main([*argv, "--bounds", "0:1,0:1"]) == 2
+    assert "one pair per feature (shape (3, 2))" in capsys.readouterr().err
+    assert main([*argv, "--bounds", "0-1"]) == 2
+    assert "--bounds: expected LOW:HIGH pairs" in capsys.readouterr().err
+
+
 def test_conditional_fit_and_sample(files):
     model = files / "conditional.npz"
     args = [

@@ -271,6 +271,10 @@ def test_what_cannot_be_imported_is_named(build, match):
             lambda: maf_jax.MAF(2, activation=jnp.sin, rngs=nnx.Rngs(0)),
             "no zuko counterpart: activation",
         ),
+        (
+            lambda: maf_jax.MAF(2, bounds=(0, 1), rngs=nnx.Rngs(0)),
+            "a flow with bounds has no zuko counterpart",
+        ),
     ],
 )
 def test_what_cannot_be_exported_is_named(build, match):

@@ -144,6 +144,29 @@ def test_fit_errors(data, kwargs, match):
         )
 
 
+def test_a_bounded_flow_is_fitted_on_its_support():
+    rng = np.random.default_rng(0)
+    data, test = (
+        np.stack([rng.beta(2.0, 5.0, n), rng.gamma(2.0, 1.0, n)], 1) for n in (1000, 2000)
+    )
+    # Beta(2, 5) times Gamma(2, 1): 30 x (1 - x)^4 y e^-y
+    true = np.log(30 * test[:, 0] * (1 - test[:, 0]) ** 4) + np.log(test[:, 1]) - test[:, 1]
+    flow = MAF(
+        2, transforms=2, hidden_features=(16, 16), bounds=[(0, 1), (0, None)], rngs=nnx.Rngs(0)
+    )
+    model, _ = fit(
+        flow, data, key=jax.random.key(0), steps=300, batch_size=100, patience=None,
+        optimizer=optax.adam(3e-3), progress=False,
+    )  # fmt: skip
+    held_out = -float(model().log_prob(jnp.asarray(test, jnp.float32)).mean())
+    assert held_out < -true.mean() + 0.1, (held_out, -true.mean())
+    x = np.asarray(model().sample(jax.random.key(1), (5000,)))
+    assert (x > 0).all() and (x[:, 0] < 1).all()
+    on_bound = np.where(np.arange(1000)[:, None] == 3, 0.0, data)
+    with pytest.raises(DataError, match=r"feature 0 on or beyond its lower bound 0.0 \(rows 3, c"):
+        fit(flow, on_bound, key=jax.random.key(0), progress=False)
+
+
 def test_fit_context_errors(data):
     flow = MAF(2, context=1, transforms=1, rngs=nnx.Rngs(0))
     with pytest.raises(DataError, match="conditional"):

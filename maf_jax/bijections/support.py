@@ -1,0 +1,232 @@
+"""The map of a bounded support onto the real line, per feature.
+
+A flow built on a support ``(lower, upper)`` (either bound may be infinite) runs in
+unconstrained space: ``Support`` maps data ``x`` inside the support to ``u`` on the
+real line, and samples back. Per feature:
+
+- two finite bounds ``a < b``: ``u = logit((x - a) / (b - a))``, so
+  ``x = a + (b - a) sigmoid(u)``;
+- a lower bound ``a`` only: ``u = softplus^{-1}(x - a)``, so ``x = a + softplus(u)``;
+- an upper bound ``b`` only: ``u = -softplus^{-1}(b - x)``, so ``x = b - softplus(-u)``;
+- none: ``u = x``.
+
+Softplus, not ``exp``, for one finite bound: away from the bound softplus is the
+identity plus an exponentially small term, so the flow's Gaussian tail stays a
+Gaussian tail in ``x`` and the sampler's gradient stays bounded (``exp`` would turn it
+into a log-normal tail, and ``exp(u)`` overflows float32 for ``u > 88``); near the
+bound it is ``exp``, so the density may vanish or stay finite there. The logistic
+map of two finite bounds is the one the flow's log-determinant is exact for in
+float32 at both ends: each end is computed from its own distance to the bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maf_jax.core import _pytree
+
+__all__ = ["Support"]
+
+
+def _softplus_inverse(y):
+    """``log(expm1(y))`` for ``y > 0``, without overflow for large ``y``."""
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def _bound(value, side: str, feature: int) -> float:
+    """One bound as a float: ``None`` is none (``-inf`` below, ``inf`` above)."""
+    if value is None:
+        return -math.inf if side == "lower" else math.inf
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"bounds: feature {feature}'s {side} bound must be a number, inf or None, got {value!r}"
+        ) from None
+
+
+def _pairs(bounds, features: int) -> list | None:
+    """``bounds`` as ``features`` pairs, or ``None`` if it is not pairs."""
+    try:
+        items = list(bounds)
+        if len(items) == 2 and all(v is None or not np.ndim(v) for v in items):
+            return [items] * features  # one pair for every feature
+        pairs = [list(pair) for pair in items]
+    except TypeError:
+        return None
+    pairs = pairs * features if len(pairs) == 1 else pairs  # (1, 2) broadcasts
+    return pairs if len(pairs) == features and all(len(p) == 2 for p in pairs) else None
+
+
+def _next(bound: np.ndarray, toward: float) -> np.ndarray:
+    """The number after ``bound`` toward ``toward`` in its dtype, never subnormal.
+
+    The end of the open interval, as close to the bound as a sample can be: XLA on
+    CPUs flushes subnormal numbers to zero, which would put a sample on a bound at 0.
+    """
+    step = np.nextafter(bound, np.asarray(toward, bound.dtype))
+    tiny = np.finfo(bound.dtype).tiny
+    return np.where(np.abs(step) < tiny, np.copysign(tiny, toward), step)
+
+
+@_pytree.dataclass
+class Support:
+    """The bijection from data on ``prod_i (lower_i, upper_i)`` to the real line.
+
+    A pytree without array leaves (the bounds are static): it folds into the
+    compiled programs as constants, and a ``jax.jit`` traces again for other bounds.
+
+    Attributes:
+        lower: Per feature, the lower bound, ``-inf`` for none.
+        upper: Per feature, the upper bound, ``inf`` for none.
+
+    ``forward`` (data to unconstrained) gives ``log|det|`` ``-inf`` for a row with a
+    feature on or outside a finite bound, so a flow's ``log_prob`` there is ``-inf``
+    (NaN stays NaN); ``inverse`` keeps samples strictly inside every finite bound,
+    in the dtype of the samples.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> support = Support.of([(0.0, 1.0), (0.0, None)], features=2)
+        >>> u = support.forward(jnp.array([0.5, 1.0]))
+        >>> support.inverse(u)
+        Array([0.5, 1. ], dtype=float32)
+    """
+
+    lower: tuple[float, ...] = _pytree.static()
+    upper: tuple[float, ...] = _pytree.static()
+
+    @classmethod
+    def of(cls, bounds, features: int) -> Support:
+        """The support of ``bounds``, checked.
+
+        Args:
+            bounds: One ``(lower, upper)`` pair for every feature (shape ``(2,)`` or
+                ``(1, 2)``), or one per feature (shape ``(features, 2)``); ``None``,
+                ``-inf`` or ``inf`` for an unbounded side.
+            features: The number of features.
+
+        Raises:
+            ValueError: For another shape, a bound that is not a number, NaN, or a
+                lower bound not below its upper bound.
+        """
+        pairs = _pairs(bounds, features)
+        if pairs is None:
+            raise ValueError(
+                f"bounds: expected one (lower, upper) pair for every feature, or one pair per "
+                f"feature (shape ({features}, 2)), got {bounds!r}"
+            )
+        lower, upper = [], []
+        for i, (low, high) in enumerate(pairs):
+            low, high = _bound(low, "lower", i), _bound(high, "upper", i)
+            if not low < high or math.isinf(low) and low > 0 or math.isinf(high) and high < 0:
+                raise ValueError(
+                    f"bounds: feature {i}'s lower bound {low} must be below its upper bound "
+                    f"{high} (NaN is not a bound; None, -inf or inf is none)"
+                )
+            lower.append(low)
+            upper.append(high)
+        return cls(tuple(lower), tuple(upper))
+
+    @property
+    def features(self) -> int:
+        """The number of features."""
+        return len(self.lower)
+
+    def pairs(self) -> list[list[float | None]]:
+        """The bounds as ``[lower, upper]`` per feature, ``None`` for infinite (JSON)."""
+        finite = lambda v: v if math.isfinite(v) else None  # noqa: E731
+        return [[finite(a), finite(b)] for a, b in zip(self.lower, self.upper)]
+
+    def check(self, data: np.ndarray, name: str = "data", dtype=np.float32) -> None:
+        """Refuses rows on or outside a finite bound, compared in ``dtype`` as a flow does.
+
+        Args:
+            data: Rows ``(n, features)``.
+            name: What the rows are, for the message.
+            dtype: The dtype the flow computes in.
+
+        Raises:
+            ValueError: Naming the first such feature, its bound and the rows.
+        """
+        x = np.asarray(data, dtype)
+        for i, (a, b) in enumerate(zip(self.lower, self.upper)):
+            for side, bound, bad in (
+                ("lower", a, x[:, i] <= np.asarray(a, dtype)),
+                ("upper", b, x[:, i] >= np.asarray(b, dtype)),
+            ):
+                if math.isfinite(bound) and bad.any():
+                    rows = np.flatnonzero(bad)
+                    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+                    raise ValueError(
+                        f"{name}: {len(rows)} row(s) have feature {i} on or beyond its {side} "
+                        f"bound {bound} (rows {shown}, counting from 0); the support is the "
+                        "open interval between the bounds"
+                    )
+
+    def _constants(self, dtype):
+        """Static per-feature masks and bounds, finite stand-ins where a bound is none."""
+        a, b = np.asarray(self.lower), np.asarray(self.upper)
+        low, high = np.isfinite(a), np.isfinite(b)
+        a_safe, b_safe = np.where(low, a, 0.0), np.where(high, b, 1.0)
+        both = low & high
+        log_width = np.log(np.where(both, b_safe - a_safe, 1.0))
+        return low, high, both, a_safe.astype(dtype), b_safe.astype(dtype), log_width
+
+    def forward_and_log_det(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Maps ``x`` ``(*, features)`` to ``u``; returns ``u`` and ``log|du/dx|``, ``(*)``."""
+        dtype = jnp.result_type(x)
+        low, high, both, a, b, log_width = self._constants(dtype)
+        inside = (x > jnp.asarray(self.lower, dtype)) & (x < jnp.asarray(self.upper, dtype))
+        # distances to each finite bound, 1 where unused so no branch makes a NaN
+        above = jnp.where(inside & low, x - a, 1)
+        below = jnp.where(inside & high, b - x, 1)
+        u = jnp.where(
+            both,
+            jnp.log(above) - jnp.log(below),
+            jnp.where(low, _softplus_inverse(above), jnp.where(high, -_softplus_inverse(below), x)),
+        )
+        ladj = jnp.where(
+            both,
+            log_width.astype(dtype) - jnp.log(above) - jnp.log(below),
+            jnp.where(
+                low,
+                -jnp.log(-jnp.expm1(-above)),
+                jnp.where(high, -jnp.log(-jnp.expm1(-below)), 0),
+            ),
+        )
+        u = jnp.where(inside, u, jnp.where(jnp.isnan(x), x, 0))
+        ladj = jnp.where(inside, ladj, jnp.where(jnp.isnan(x), x, -jnp.inf))
+        return u, jnp.sum(ladj, axis=-1)
+
+    def inverse_and_log_det(self, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Maps ``u`` ``(*, features)`` into the support; returns ``x`` and ``log|dx/du|``."""
+        dtype = jnp.result_type(u)
+        low, high, both, a, b, log_width = self._constants(dtype)
+        width = (b - a).astype(dtype)
+        logistic = jnp.where(u <= 0, a + width * jax.nn.sigmoid(u), b - width * jax.nn.sigmoid(-u))
+        x = jnp.where(
+            both,
+            logistic,
+            jnp.where(low, a + jax.nn.softplus(u), jnp.where(high, b - jax.nn.softplus(-u), u)),
+        )
+        ladj = jnp.where(
+            both,
+            log_width.astype(dtype) + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u),
+            jnp.where(low, jax.nn.log_sigmoid(u), jnp.where(high, jax.nn.log_sigmoid(-u), 0)),
+        )
+        first = np.where(low, _next(a, np.inf), -np.inf).astype(dtype)
+        last = np.where(high, _next(b, -np.inf), np.inf).astype(dtype)
+        return jnp.clip(x, first, last), jnp.sum(ladj, axis=-1)
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        """Maps ``x`` to the real line."""
+        return self.forward_and_log_det(x)[0]
+
+    def inverse(self, u: jax.Array) -> jax.Array:
+        """Maps ``u`` into the support."""
+        return self.inverse_and_log_det(u)[0]

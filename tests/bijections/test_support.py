@@ -1,0 +1,151 @@
+"""The map of a bounded support onto the real line: values, log-determinants, ends, errors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maf_jax.bijections import Support
+
+# per feature: both bounds, a lower one, an upper one, none
+SUPPORT = Support.of([(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)], features=4)
+INSIDE = jnp.array(
+    [
+        [0.3, 0.6, -5.0, 7.0],
+        [1.999, 50.0, 2.9999, -3.0],
+        [-0.99999, 0.5 + 1e-6, -100.0, 0.0],
+        [1e-3, 80.0, 3.0 - 1e-3, 1e3],
+    ]
+)
+
+
+def test_values_are_the_documented_maps():
+    u = SUPPORT.forward(INSIDE)
+    x = np.asarray(INSIDE, np.float64)
+    # written out independently, in float64
+    t = (x[:, 0] + 1.0) / 3.0
+    expected = np.stack(
+        [
+            np.log(t / (1 - t)),
+            np.log(np.expm1(x[:, 1] - 0.5)),
+            -np.log(np.expm1(3.0 - x[:, 2])),
+            x[:, 3],
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(u, expected, rtol=2e-4, atol=1e-5)
+
+
+def test_inverse_undoes_forward_and_log_dets_cancel():
+    u, forward = SUPPORT.forward_and_log_det(INSIDE)
+    x, inverse = SUPPORT.inverse_and_log_det(u)
+    np.testing.assert_allclose(x, INSIDE, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(forward + inverse, 0.0, atol=2e-5)
+
+
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_log_det_is_the_jacobians(direction):
+    points = INSIDE if direction == "forward" else SUPPORT.forward(INSIDE)
+    function = getattr(SUPPORT, direction)
+    jacobian = jax.vmap(jax.jacfwd(function))(points)
+    _, ladj = getattr(SUPPORT, f"{direction}_and_log_det")(points)
+    np.testing.assert_allclose(ladj, jnp.linalg.slogdet(jacobian)[1], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "row,expected",
+    [
+        ([2.0, 1.0, 0.0, 0.0], -math.inf),  # on an upper bound
+        ([-1.0, 1.0, 0.0, 0.0], -math.inf),  # on a lower bound
+        ([0.0, 0.4, 0.0, 0.0], -math.inf),  # below a lower bound
+        ([0.0, 1.0, 3.5, 0.0], -math.inf),  # beyond an upper bound
+        ([0.0, 1.0, 0.0, math.inf], -math.inf),  # at infinity
+        ([0.0, 1.0, 0.0, math.nan], math.nan),  # NaN stays NaN
+    ],
+)
+def test_log_det_outside_is_minus_infinity_and_u_stays_finite(row, expected):
+    u, ladj = SUPPORT.forward_and_log_det(jnp.array(row))
+    if math.isnan(expected):
+        assert math.isnan(float(ladj))
+    else:
+        assert float(ladj) == expected
+        assert bool(jnp.isfinite(u).all())
+
+
+def test_samples_stay_strictly_inside_at_the_ends():
+    dtype = jnp.float32
+    support = Support.of([(-1.0, 2.0), (0.0, None), (None, 0.0), (1e4, 1e4 + 1)], features=4)
+    u = jnp.array([[-1e4, -1e4, 1e4, -1e4], [1e4, 1e4, -1e4, 1e4], [-90, -90, 90, 90]], dtype)
+    x, ladj = support.inverse_and_log_det(u)
+    assert x.dtype == dtype
+    lower, upper = np.array(support.lower), np.array(support.upper)
+    x = np.asarray(x, np.float64)
+    assert (x > lower).all() and (x < upper).all(), x
+    assert bool(jnp.isfinite(ladj).all())
+
+
+def test_gradients_are_finite_next_to_the_bounds():
+    near = jnp.array([[-1.0 + 1e-6, 0.5 + 1e-7, 3.0 - 1e-6, 0.0], [2.0 - 2e-7, 1e-3, 2.9, 5.0]])
+    grads = jax.grad(lambda x: jnp.sum(SUPPORT.forward_and_log_det(x)[1]))(near)
+    assert bool(jnp.isfinite(grads).all()), grads
+    far = jnp.array([[-80.0, -90.0, 90.0, 1e3], [80.0, 90.0, -90.0, -1e3]])
+    for output in (0, 1):
+        grads = jax.grad(lambda u, i=output: jnp.sum(SUPPORT.inverse_and_log_det(u)[i]))(far)
+        assert bool(jnp.isfinite(grads).all()), grads
+
+
+def test_a_support_is_static_and_jit_folds_it():
+    assert jax.tree.leaves(SUPPORT) == []
+    jaxpr = jax.make_jaxpr(SUPPORT.forward)(INSIDE)
+    assert not jaxpr.jaxpr.invars[1:]  # the bounds are constants, not inputs
+
+
+@pytest.mark.parametrize(
+    "bounds,features,expected",
+    [
+        ((0, 1), 3, ((0.0,) * 3, (1.0,) * 3)),
+        ([(0, None), (None, 2)], 2, ((0.0, -math.inf), (math.inf, 2.0))),
+        (np.array([[0.0, 1.0], [-np.inf, np.inf]]), 2, ((0.0, -math.inf), (1.0, math.inf))),
+        (np.array([[0.0, 1.0]]), 3, ((0.0,) * 3, (1.0,) * 3)),
+        ([[None, 1.0]], 1, ((-math.inf,), (1.0,))),
+    ],
+)
+def test_bounds_are_read_per_feature_or_for_all(bounds, features, expected):
+    support = Support.of(bounds, features)
+    assert (support.lower, support.upper) == expected
+    pairs = support.pairs()
+    assert Support.of(pairs, features) == support
+    assert all(v is None or math.isfinite(v) for pair in pairs for v in pair)
+
+
+@pytest.mark.parametrize(
+    "bounds,match",
+    [
+        ([(1, 0), (0, 1)], "feature 0's lower bound 1.0 must be below its upper bound 0.0"),
+        ([(0, 1), (1, 1)], "feature 1's lower bound 1.0 must be below"),
+        ([(math.nan, 1), (0, 1)], "NaN is not a bound"),
+        ([(math.inf, None), (0, 1)], "feature 0's lower bound inf"),
+        ([("a", 1), (0, 1)], "feature 0's lower bound must be a number, inf or None, got 'a'"),
+        ([(0, 1), (0, 1), (0, 1)], r"one pair per feature \(shape \(2, 2\)\)"),
+        ([(0, 1, 2), (0, 1, 2)], "one pair per feature"),
+        (5, "one pair per feature"),
+    ],
+)
+def test_bad_bounds_are_refused_by_name(bounds, match):
+    with pytest.raises(ValueError, match=match):
+        Support.of(bounds, 2)
+
+
+def test_data_on_or_beyond_a_bound_is_refused_naming_the_feature_and_bound():
+    support = Support.of([(None, None), (0.0, 1.0)], features=2)
+    support.check(np.array([[5.0, 0.5], [-5.0, 1e-6]]))
+    with pytest.raises(ValueError, match=r"2 row\(s\) have feature 1 on or beyond its upper "):
+        support.check(np.array([[0.0, 1.0], [0.0, 0.5], [0.0, 3.0]]))
+    with pytest.raises(ValueError, match=r"feature 1 on or beyond its lower bound 0.0 \(rows 1,"):
+        support.check(np.array([[0.0, 0.5], [0.0, 0.0]]))
+    # 1 - 1e-9 rounds to 1 in float32: on the bound as the flow computes
+    with pytest.raises(ValueError, match="upper bound 1.0"):
+        support.check(np.array([[0.0, 1 - 1e-9]]), dtype=np.float32)
+    support.check(np.array([[0.0, 1 - 1e-9]]), dtype=np.float64)

@@ -1,0 +1,117 @@
+"""Flows on a bounded support: samples inside, exact densities, gradients at the bounds."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import scramble
+from flax import nnx
+
+from maf_jax import MAF, NSF
+from maf_jax.flows.standardized import Standardized
+
+BOX = [(-1.0, 1.0), (0.0, 2.0)]
+# per feature: both bounds, a lower one, an upper one, none
+MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
+
+
+@pytest.fixture(scope="module")
+def box_flow():
+    # a wide generic flow: its mass presses against the bounds
+    return scramble(MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOX, rngs=nnx.Rngs(0)))
+
+
+def test_density_integrates_to_one_over_the_box(box_flow):
+    cells = 800
+    xs = -1 + 2 * (np.arange(cells) + 0.5) / cells  # midpoints
+    ys = 2 * (np.arange(cells) + 0.5) / cells
+    grid = jnp.asarray(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), jnp.float32)
+    density = np.exp(np.asarray(jax.jit(lambda x: box_flow().log_prob(x))(grid), np.float64))
+    mass = density.sum() * (2 / cells) * (2 / cells)
+    assert abs(mass - 1) < 2e-3, mass
+
+
+def test_log_prob_is_the_unconstrained_flows_plus_the_maps_log_det(box_flow):
+    x = jnp.array([[0.3, 1.2], [-0.999, 1e-3], [0.99, 1.999]])
+    u = jnp.stack([jnp.log((x[:, 0] + 1) / (1 - x[:, 0])), jnp.log(x[:, 1] / (2 - x[:, 1]))], 1)
+    # log|du/dx| of the two logistic maps, written out
+    ladj = jnp.log(2 / ((x[:, 0] + 1) * (1 - x[:, 0]))) + jnp.log(2 / (x[:, 1] * (2 - x[:, 1])))
+    expected = box_flow.unconstrained().log_prob(u) + ladj
+    np.testing.assert_allclose(box_flow().log_prob(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_log_prob_outside_is_minus_infinity_never_nan(box_flow):
+    x = jnp.array([[1.0, 1.0], [-1.5, 1.0], [0.0, 0.0], [0.0, 7.0], [0.0, -jnp.inf]])
+    log_prob = box_flow().log_prob(x)
+    assert log_prob.tolist() == [-math.inf] * 5
+
+
+@pytest.mark.parametrize("cls,kwargs", [(MAF, {}), (NSF, {"bins": 4}), (MAF, {"passes": 2})])
+def test_samples_lie_inside_on_every_feature(cls, kwargs):
+    flow = scramble(cls(4, context=2, transforms=2, bounds=MIXED, rngs=nnx.Rngs(1), **kwargs))
+    c = jax.random.normal(jax.random.key(0), (3, 2))
+    x, log_prob = flow(c).sample_and_log_prob(jax.random.key(1), (20_000,))
+    lower, upper = np.array(flow.support.lower), np.array(flow.support.upper)
+    assert (np.asarray(x) > lower).all() and (np.asarray(x) < upper).all()
+    # finite: in float32 the density of a sample within a few ulps of a bound is only
+    # as exact as the sample's distance to it (tests/test_float64.py compares them)
+    assert bool(jnp.isfinite(log_prob).all()) and bool(jnp.isfinite(flow(c).log_prob(x)).all())
+
+
+def test_gradients_are_finite_next_to_the_bounds(box_flow):
+    graphdef, params, rest = nnx.split(box_flow, nnx.Param, ...)
+    x = jnp.array([[-1 + 1e-6, 1e-6], [1 - 1e-6, 2 - 1e-6], [0.0, 1.0]])
+
+    def nll(params, x):
+        return -nnx.merge(graphdef, params, rest)().log_prob(x).mean()
+
+    grads, x_grad = jax.grad(nll, argnums=(0, 1))(params, x)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    assert bool(jnp.isfinite(x_grad).all())
+
+    def sampled(params):  # through the sampler, out to the bounds
+        return nnx.merge(graphdef, params, rest)().rsample(jax.random.key(0), (512,)).sum()
+
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(jax.grad(sampled)(params)))
+
+
+def test_standardized_standardises_on_the_real_line_and_keeps_samples_inside():
+    flow = MAF(
+        2, transforms=2, hidden_features=(8,), bounds=[(0.0, 1.0), (0.0, None)], rngs=nnx.Rngs(2)
+    )
+    rng = np.random.default_rng(0)
+    data = np.stack([rng.beta(0.5, 0.5, 2000), rng.exponential(3.0, 2000)], 1)
+    model = Standardized.from_data(flow, data)
+    x = data.astype(np.float32).astype(np.float64)  # the rows as the flow sees them
+    u = np.stack([np.log(x[:, 0] / (1 - x[:, 0])), np.log(np.expm1(x[:, 1]))], 1)
+    np.testing.assert_allclose(model.mean[...], u.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.std[...], u.std(0), rtol=1e-5)
+    x = np.asarray(model().sample(jax.random.key(0), (20_000,)))
+    assert (x > 0).all() and (x[:, 0] < 1).all()
+    # one standardised step: log p(x) = log p_flow((u - mean) / std) - sum log std + log|du/dx|
+    point = jnp.array([[0.25, 2.0]])
+    u = jnp.array([[math.log(1 / 3), math.log(math.expm1(2.0))]])
+    ladj = math.log(1 / (0.25 * 0.75)) - math.log(-math.expm1(-2.0))
+    inner = flow.unconstrained().log_prob((u - model.mean[...]) / model.std[...])
+    expected = inner - jnp.log(model.std[...]).sum() + ladj
+    np.testing.assert_allclose(model().log_prob(point), expected, rtol=1e-5)
+
+
+def test_from_data_refuses_rows_on_a_bound():
+    flow = MAF(2, transforms=1, bounds=(0.0, 1.0), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="feature 1 on or beyond its upper bound 1.0"):
+        Standardized.from_data(flow, np.array([[0.5, 0.5], [0.5, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    "bounds,match",
+    [
+        ([(0, 1)] * 3, r"one pair per feature \(shape \(2, 2\)\)"),
+        ([(0, 1), (2, 2)], "feature 1's lower bound 2.0 must be below its upper bound 2.0"),
+    ],
+)
+def test_bad_bounds_are_refused_at_construction(bounds, match):
+    with pytest.raises(ValueError, match=match):
+        MAF(2, bounds=bounds, rngs=nnx.Rngs(0))
