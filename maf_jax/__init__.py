@@ -42,6 +42,7 @@ __all__ = [
     "Interrupted",
     "Inverter",
     "MAF",
+    "MAFMoG",
     "MaskedAutoregressiveTransform",
     "MonotonicAffineTransform",
     "MonotonicRQSTransform",
@@ -64,6 +65,7 @@ __all__ = [
 # public name -> the module that defines it (a module: itself)
 _EXPORTS = {
     "MAF": "maf_jax.flows",
+    "MAFMoG": "maf_jax.flows",
     "NSF": "maf_jax.flows",
     "MaskedAutoregressiveTransform": "maf_jax.flows",
     "Standardized": "maf_jax.flows",
@@ -103,7 +105,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         RationalQuadraticSpline,
     )
     from maf_jax.distributions import DiagNormal, NormalizingFlow
-    from maf_jax.flows import MAF, NSF, MaskedAutoregressiveTransform, Standardized
+    from maf_jax.flows import MAF, NSF, MAFMoG, MaskedAutoregressiveTransform, Standardized
     from maf_jax.inverses import Incremental, PallasFullPass
     from maf_jax.protocols import Bijection, Inverter, UnivariateTransform
     from maf_jax.train import (

@@ -1,19 +1,25 @@
-"""The base distribution and the normalizing-flow distribution ``flow(c)``."""
+"""The base distributions and the normalizing-flow distribution ``flow(c)``."""
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maf_jax.bijections.univariate import soft_bound
 from maf_jax.core import _pytree
 from maf_jax.core._checks import check_event
+from maf_jax.core.masks import MadeLayout
+from maf_jax.core.network import Weights, mlp
 
-__all__ = ["DiagNormal", "NormalizingFlow"]
+__all__ = ["AutoregressiveMixture", "DiagNormal", "NormalizingFlow"]
+
+LOG_SCALE_BOUND = -math.log(1e-3)  # mixture components' scales in (1e-3, 1e3)
 
 
 def _shape(shape) -> tuple[int, ...]:
@@ -44,6 +50,11 @@ class DiagNormal:
     loc: jax.Array
     scale: jax.Array
 
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """``(features,)``."""
+        return jnp.shape(self.loc)[-1:]
+
     def log_prob(self, x: jax.Array) -> jax.Array:
         """Log-density of ``x`` of shape ``(*, features)``; returns shape ``(*)``."""
         z = (x - self.loc) / self.scale
@@ -55,6 +66,109 @@ class DiagNormal:
         shape = _shape(shape) + jnp.shape(self.loc)
         noise = jax.random.normal(key, shape, jnp.result_type(self.loc))
         return self.loc + self.scale * noise
+
+
+@_pytree.dataclass
+class AutoregressiveMixture:
+    r"""MADE MoG: an autoregressive mixture of ``K`` Gaussians per feature.
+
+    .. math::
+        p(u \mid c) = \prod_i \sum_k \pi_{ik} \, \mathcal{N}(u_i; \mu_{ik}, \sigma_{ik}^2),
+
+    where ``(logit pi_i, mu_i, log sigma_i) = MADE(u_<i, c)`` (feature ``i`` sees the
+    features before it in ascending order, and the context); the log-scales are
+    softly bounded, ``|log sigma| < log(1000)``.
+
+    ``log_prob`` is one network pass; ``sample`` takes one pass per feature (a
+    ``lax.scan``), drawing the component of feature ``i`` by inverting the CDF of
+    ``pi_i`` at a uniform number. The draw of a component is not differentiable:
+    gradients of samples reach the means and scales of the drawn components, not
+    the weights ``pi``. ``log_prob`` is exact and differentiable in everything.
+
+    Attributes:
+        weights: Masked ``(kernel, bias)`` pairs of the MADE, kernels ``(in, out)``,
+            outputs feature-major ``(features, 3, K)``: logits, means, log-scales.
+        context: The context, shape ``(*batch, context)``, or ``None``.
+        layout: The MADE's static structure, ``total = 3 K``.
+        activation: Nonlinearity of the network.
+        precision: Precision of the network's products.
+
+    References:
+        Papamakarios et al., Masked Autoregressive Flow for Density Estimation,
+        2017, section 3.4 (MADE MoG), https://arxiv.org/abs/1705.07057
+    """
+
+    weights: Weights
+    context: jax.Array | None
+    layout: MadeLayout = _pytree.static()
+    activation: Callable = _pytree.static()
+    precision: jax.lax.Precision = _pytree.static(default=jax.lax.Precision.HIGHEST)
+
+    @property
+    def components(self) -> int:
+        """The number of components per feature ``K``."""
+        return self.layout.total // 3
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """``(features,)``."""
+        return (self.layout.features,)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The context's batch shape."""
+        return () if self.context is None else self.context.shape[:-1]
+
+    def mixture(self, u: jax.Array):
+        """Log-weights, means and log-scales of every feature's mixture given ``u``.
+
+        Args:
+            u: Shape ``(*, features)``, broadcast against the context batch.
+
+        Returns:
+            Three arrays of shape ``(*, features, K)``.
+        """
+        lead = np.broadcast_shapes(u.shape[:-1], self.batch_shape)
+        inputs = jnp.broadcast_to(u, (*lead, u.shape[-1]))
+        if self.context is not None:
+            context = jnp.broadcast_to(self.context, (*lead, self.context.shape[-1]))
+            inputs = jnp.concatenate([inputs, context], axis=-1)
+        out = mlp(self.weights, self.activation, inputs, self.precision, self.layout.wiring)
+        out = out.reshape(*lead, self.layout.features, 3, self.components)
+        log_weights = jax.nn.log_softmax(out[..., 0, :], axis=-1)
+        return log_weights, out[..., 1, :], soft_bound(out[..., 2, :], LOG_SCALE_BOUND)
+
+    def log_prob(self, u: jax.Array) -> jax.Array:
+        """Log-density of ``u`` of shape ``(*, features)``; returns shape ``(*)``."""
+        u = check_event(u, self.layout.features, "u")
+        log_weights, means, log_scales = self.mixture(u)
+        z = (u[..., None] - means) * jnp.exp(-log_scales)
+        log_normal = -0.5 * z**2 - log_scales - 0.5 * math.log(2 * math.pi)
+        return jax.nn.logsumexp(log_weights + log_normal, axis=-1).sum(-1)
+
+    def sample(self, key: jax.Array, shape=()) -> jax.Array:
+        """Draws samples of shape ``(*shape, features)``, one feature per pass.
+
+        ``shape`` broadcasts against the context batch shape, as ``DiagNormal``'s
+        ``shape`` does against its batch.
+        """
+        features = self.layout.features
+        shape = np.broadcast_shapes(_shape(shape), self.batch_shape) + (features,)
+        dtype = self.weights[-1][1].dtype
+        noise_key, choice_key = jax.random.split(key)
+        noise = jax.random.normal(noise_key, shape, dtype)
+        uniform = jax.random.uniform(choice_key, shape + (1,), dtype)
+
+        def step(u, i):
+            log_weights, means, log_scales = self.mixture(u)
+            below = jnp.cumsum(jnp.exp(log_weights), axis=-1) < uniform  # CDF under u
+            k = jnp.minimum(below.sum(-1, keepdims=True), self.components - 1)
+            mean, log_scale = (jnp.take_along_axis(a, k, -1)[..., 0] for a in (means, log_scales))
+            drawn = mean + jnp.exp(log_scale) * noise
+            return jnp.where(jnp.arange(features) == i, drawn, u), None
+
+        u, _ = jax.lax.scan(step, jnp.zeros(shape, dtype), jnp.arange(features))
+        return u
 
 
 @_pytree.dataclass
@@ -77,7 +191,7 @@ class NormalizingFlow:
     @property
     def event_shape(self) -> tuple[int, ...]:
         """``(features,)``."""
-        return jnp.shape(self.base.loc)[-1:]
+        return self.base.event_shape
 
     @jax.jit
     def log_prob(self, x: jax.Array) -> jax.Array:

@@ -24,6 +24,7 @@ from maf_jax.core.graph import check_adjacency, with_diagonal
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
 from maf_jax.flows.autoregressive import MAF, NSF
+from maf_jax.flows.mog import MAFMoG
 from maf_jax.flows.standardized import Standardized
 
 __all__ = ["FORMAT", "ConfigError", "build", "check", "describe", "size"]
@@ -42,7 +43,9 @@ DEFAULTS = {
     "residual": False,
     "identity_init": False,
     "bounds": None,
+    "base": {"name": "normal"},
 }
+BASES = {"normal": (), "mog": ("components",)}
 
 
 class ConfigError(ValueError):
@@ -50,7 +53,7 @@ class ConfigError(ValueError):
 
 
 def describe(model) -> dict:
-    """The configuration of ``model``, a ``MAF`` or a ``Standardized`` MAF.
+    """The configuration of ``model``, a ``MAF`` (``NSF``, ``MAFMoG``) or a ``Standardized`` one.
 
     Raises:
         ConfigError: For a model with parts a configuration cannot name (a custom
@@ -97,6 +100,11 @@ def describe(model) -> dict:
         residual=layout.residual,
         identity_init=first.identity_init,
         bounds=None if flow.support is None else flow.support.pairs(),
+        base=(
+            dict(name="mog", components=flow.mixture.components)
+            if isinstance(flow, MAFMoG)
+            else dict(name="normal")
+        ),
     )
 
 
@@ -147,6 +155,7 @@ def check(config) -> dict:
     _check_degrees(config)
     _check_adjacency(config)
     _check_bounds(config)
+    _check_base(config["base"])
     _check_univariate(config["univariate"])
     shapes = [list(shape) for shape in parameter_shapes(config["univariate"])]
     if config["shapes"] != shapes:
@@ -234,6 +243,16 @@ def _check_bounds(config: dict) -> None:
         raise ConfigError(str(error)) from None
 
 
+def _check_base(base) -> None:
+    if not isinstance(base, dict):
+        raise ConfigError(f"base must be an object with a name, got {base!r}")
+    name = _choice(base.get("name"), "base name", BASES)
+    if set(base) != {"name", *BASES[name]}:
+        raise ConfigError(f"base {name!r} takes {list(BASES[name]) or 'no options'}, got {base!r}")
+    if name == "mog":
+        _integer(base["components"], "base components", 1)
+
+
 def _check_univariate(univariate) -> None:
     if not isinstance(univariate, dict):
         raise ConfigError(f"univariate must be an object with a name, got {univariate!r}")
@@ -260,7 +279,12 @@ def size(config: dict) -> int:
     widths = [features + context, *hidden, features * total]
     per_transform = sum(a * b + b for a, b in zip(widths[:-1], widths[1:])) + features
     statistics = 2 * (features + context) if config["standardized"] else 0
-    return config["transforms"] * per_transform + statistics
+    base = 0
+    if config["base"]["name"] == "mog":  # a plain MADE of the same hidden sizes
+        widths = [features + context, *config["hidden_features"]]
+        widths.append(features * 3 * config["base"]["components"])
+        base = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    return config["transforms"] * per_transform + statistics + base
 
 
 def build(config: dict):
@@ -286,7 +310,13 @@ def build(config: dict):
     else:
         settings.update(passes=config["passes"])
     spline = {k: v for k, v in config["univariate"].items() if k != "name"}
-    if spline:
+    if config["base"]["name"] == "mog":
+        if spline:
+            univariate = RationalQuadraticSpline(**spline)
+            settings.update(univariate=univariate, shapes=univariate.shapes)
+        components = config["base"]["components"]
+        flow = MAFMoG(config["features"], config["context"], components=components, **settings)
+    elif spline:
         flow = NSF(config["features"], config["context"], **spline, **settings)
     else:
         flow = MAF(config["features"], config["context"], **settings)

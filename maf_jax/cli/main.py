@@ -42,7 +42,7 @@ from maf_jax.cli.options import CACHE_ENV, parser
 from maf_jax.cli.plot import plot
 from maf_jax.core.network import ACTIVATIONS
 from maf_jax.data.loaders import DataError, check_rows, load, load_file
-from maf_jax.flows import MAF, NSF
+from maf_jax.flows import MAF, NSF, MAFMoG
 from maf_jax.train.compilation_cache import enable_compilation_cache
 from maf_jax.train.distributed import process_rows
 from maf_jax.train.fitting import fit, log_probs, mean_and_standard_error
@@ -107,7 +107,7 @@ def _fit(args) -> dict:
     if distributed:  # each process keeps its own block of rows
         block = process_rows(rows)
         data, context = data[block], None if context is None else context[block]
-    univariate = {"name": "affine"} if args.flow == "maf" else {"name": "spline", "bins": args.bins}
+    univariate = {"name": "spline", "bins": args.bins} if args.flow == "nsf" else {"name": "affine"}
     sizes = dict(
         features=data.shape[1],
         context=0 if context is None else context.shape[1],
@@ -116,9 +116,17 @@ def _fit(args) -> dict:
         residual=args.residual,
         shapes=[list(shape) for shape in parameter_shapes(univariate)],
         standardized=True,
+        base={"name": "mog", "components": args.components}
+        if args.flow == "maf-mog"
+        else {"name": "normal"},
     )
     _check_fits_in_memory(size(sizes))
-    flow = (MAF if args.flow == "maf" else functools.partial(NSF, bins=args.bins))(
+    flows = {
+        "maf": MAF,
+        "nsf": functools.partial(NSF, bins=args.bins),
+        "maf-mog": functools.partial(MAFMoG, components=args.components),
+    }
+    flow = flows[args.flow](
         data.shape[1],
         0 if context is None else context.shape[1],
         transforms=args.transforms,

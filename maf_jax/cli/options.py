@@ -178,10 +178,15 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("-o", "--output", default="model.npz", help="the .npz checkpoint to write")
     fit.add_argument("--summary", help="the JSON summary to write (default: OUTPUT with .json)")
     fit.add_argument(
-        "--flow", choices=("maf", "nsf"), default="maf",
-        help="maf: affine univariate maps; nsf: rational-quadratic splines on [-5, 5]",
+        "--flow", choices=("maf", "nsf", "maf-mog"), default="maf",
+        help="maf: affine univariate maps; nsf: rational-quadratic splines on [-5, 5]; "
+        "maf-mog: affine maps on a MADE with a mixture of Gaussians per feature",
     )  # fmt: skip
     fit.add_argument("--bins", type=_integer(2), default=8, help="spline bins of --flow nsf")
+    fit.add_argument(
+        "--components", type=_integer(1), default=10,
+        help="Gaussians per feature in the base of --flow maf-mog",
+    )  # fmt: skip
     fit.add_argument("--transforms", type=_integer(1), default=5, help="autoregressive transforms")
     fit.add_argument(
         "--hidden", type=_integer(1), nargs="+", default=[128, 128], metavar="N",

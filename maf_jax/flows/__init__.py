@@ -1,13 +1,16 @@
 """Flax NNX flows: ``flow(c)`` returns the distribution ``p(x | c)``.
 
-``MAF`` and ``NSF`` stack masked autoregressive transforms on a standard normal;
+``MAF`` and ``NSF`` stack masked autoregressive transforms on a standard normal,
+``MAFMoG`` on a MADE with a mixture of Gaussians per feature (``MADEMoG``);
 ``Standardized`` evaluates a flow fitted on standardised data in the data's units.
 """
 
 from maf_jax._lazy import exports
 
 __all__ = [
+    "MADEMoG",
     "MAF",
+    "MAFMoG",
     "MaskedAutoregressiveTransform",
     "NSF",
     "Order",
@@ -18,7 +21,9 @@ __all__ = [
 __getattr__, __dir__ = exports(
     __name__,
     {
+        "MADEMoG": "maf_jax.flows.mog",
         "MAF": "maf_jax.flows.autoregressive",
+        "MAFMoG": "maf_jax.flows.mog",
         "MaskedAutoregressiveTransform": "maf_jax.flows.autoregressive",
         "NSF": "maf_jax.flows.autoregressive",
         "Order": "maf_jax.flows.autoregressive",

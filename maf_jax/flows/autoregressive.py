@@ -340,12 +340,16 @@ class MAF(nnx.Module):
         """
         stacked = self.transforms(c)  # every leaf with the leading axis of the stack
         batch_shape = () if stacked.context is None else stacked.context.shape[1:-1]
-        zeros = jnp.zeros(self.features, self.param_dtype)
         return NormalizingFlow(
             transform=Chain(stacked, batch_shape, self.unroll),
-            base=DiagNormal(zeros, jnp.ones_like(zeros)),
+            base=self.base(c),
             batch_shape=batch_shape,
         )
+
+    def base(self, c: jax.Array | None = None):
+        """The base distribution: a standard normal (``MAFMoG``: a MADE MoG given ``c``)."""
+        zeros = jnp.zeros(self.features, self.param_dtype)
+        return DiagNormal(zeros, jnp.ones_like(zeros))
 
 
 def bounded(flow: NormalizingFlow, support: Support | None) -> NormalizingFlow:

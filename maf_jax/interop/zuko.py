@@ -34,6 +34,7 @@ from maf_jax.core.graph import check_adjacency, permutations, unit_labels, with_
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, activation_name
 from maf_jax.flows.autoregressive import MAF, NSF
+from maf_jax.flows.mog import MAFMoG
 from maf_jax.flows.standardized import Standardized
 from maf_jax.interop import zuko_file, zuko_format
 
@@ -235,7 +236,7 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     the weights its masks zero, which never act.
 
     Raises:
-        ValueError: For a model zuko cannot express (one feature, bounds, a
+        ValueError: For a model zuko cannot express (one feature, bounds, a MoG base, a
             standardized model, a custom univariate or activation), naming it.
     """
     if isinstance(flow, Standardized):
@@ -245,6 +246,10 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
         )
     if not isinstance(flow, MAF):
         raise ValueError(f"expected a maf_jax MAF or NSF, got {type(flow).__name__}")
+    if isinstance(flow, MAFMoG):
+        raise ValueError(
+            "a MAF MoG has no zuko counterpart (zuko's flows have a standard normal base)"
+        )
     if flow.support is not None:
         raise ValueError(
             "a flow with bounds has no zuko counterpart (zuko's MAF has no bounded "

@@ -11,7 +11,7 @@ import pytest
 from conftest import scramble
 from flax import nnx
 
-from maf_jax import MAF, NSF, FullPass, Incremental, RationalQuadraticSpline, checkpoint
+from maf_jax import MAF, NSF, FullPass, Incremental, MAFMoG, RationalQuadraticSpline, checkpoint
 from maf_jax.checkpoint.model import CheckpointError
 from maf_jax.flows.standardized import Standardized
 
@@ -125,7 +125,15 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
 
     def older(arrays):  # what the first format wrote
         config = json.loads(arrays["__config__"].tobytes())
-        for name in ("precision", "inverse", "unroll", "derivative", "univariate", "bounds"):
+        for name in (
+            "precision",
+            "inverse",
+            "unroll",
+            "derivative",
+            "univariate",
+            "bounds",
+            "base",
+        ):
             del config[name]
         arrays["__config__"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
 
@@ -139,6 +147,28 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
     )
     x = jnp.ones((3, 2))
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
+
+
+@pytest.mark.parametrize("spline", [False, True])
+def test_a_maf_mog_round_trips(tmp_path, spline):
+    extra = {}
+    if spline:
+        extra = dict(
+            univariate=RationalQuadraticSpline(4), shapes=RationalQuadraticSpline(4).shapes
+        )
+    flow = MAFMoG(
+        3, context=2, transforms=2, components=4, hidden_features=(8,), rngs=nnx.Rngs(0), **extra
+    )
+    flow = scramble(flow)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "m.npz", flow))
+    assert isinstance(loaded, MAFMoG) and loaded.mixture.components == 4
+    assert loaded.transforms.stacked.univariate == flow.transforms.stacked.univariate
+    c = jax.random.normal(jax.random.key(0), (5, 2))
+    x = flow(c).sample(jax.random.key(1))
+    np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
+    np.testing.assert_array_equal(
+        loaded(c).sample(jax.random.key(2)), flow(c).sample(jax.random.key(2))
+    )
 
 
 @pytest.mark.parametrize("standardized", [False, True])
@@ -284,6 +314,12 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, bounds=[[0, "1"]] * 3), "bounds must be null or a list of \\["),
         (lambda a: set_config(a, bounds=[[0, True]] * 3), "bounds must be null or a list of \\["),
         (lambda a: set_config(a, bounds="0:1"), "bounds must be null or a list of \\["),
+        (lambda a: set_config(a, base={"name": "flat"}), "base name must be one of"),
+        (lambda a: set_config(a, base={"name": "mog"}), "base 'mog' takes \\['components'\\]"),
+        (lambda a: set_config(a, base={"name": "mog", "components": 0}), "components must be"),
+        (lambda a: set_config(a, base={"name": "normal", "components": 2}), "takes no options"),
+        (lambda a: set_config(a, base={"name": "mog", "components": 2}), "describes 1271 numbers"),
+        (lambda a: set_config(a, base="mog"), "base must be an object with a name"),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),

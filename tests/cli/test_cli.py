@@ -129,6 +129,17 @@ def test_a_flow_on_bounds_is_fitted_saved_and_sampled_inside(files, capsys):
     assert "--bounds: expected LOW:HIGH pairs" in capsys.readouterr().err
 
 
+def test_a_maf_mog_is_fitted_saved_and_sampled(files):
+    model = files / "mog.npz"
+    argv = ["fit", str(files / "data.npy"), "-o", str(model), "--flow", "maf-mog"]
+    assert main([*argv, "--components", "3", *SMALL]) == 0
+    flow = checkpoint.load(model).flow
+    assert type(flow).__name__ == "MAFMoG" and flow.mixture.components == 3
+    out = files / "mog_samples.npy"
+    assert main(["sample", str(model), "-n", "20", "-o", str(out), "--no-progress"]) == 0
+    assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()
+
+
 def test_conditional_fit_and_sample(files):
     model = files / "conditional.npz"
     args = [

@@ -131,8 +131,14 @@ def test_a_tampered_zuko_file_is_refused(tmp_path, change, match):
         load_zuko(tmp_path / "none.npz")
 
 
-def test_a_flow_with_bounds_is_refused_and_nothing_is_written(tmp_path):
-    flow = maf_jax.MAF(2, bounds=[(0, 1), (None, 0)], rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="a flow with bounds has no zuko counterpart"):
-        save_zuko(flow, tmp_path / "f.zuko")
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: maf_jax.MAF(2, bounds=[(0, 1), (None, 0)], rngs=nnx.Rngs(0)), "with bounds"),
+        (lambda: maf_jax.MAFMoG(2, components=2, rngs=nnx.Rngs(0)), "a MAF MoG has no zuko"),
+    ],
+)
+def test_what_zuko_cannot_express_is_refused_and_nothing_is_written(tmp_path, build, match):
+    with pytest.raises(ValueError, match=match):
+        save_zuko(build(), tmp_path / "f.zuko")
     assert list(tmp_path.iterdir()) == []
