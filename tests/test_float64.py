@@ -14,7 +14,7 @@ from flax import nnx
 from hypothesis import given
 from jax.test_util import check_grads
 
-from maf_jax import MAF, MaskedAutoregressiveTransform, RationalQuadraticSpline
+from maf_jax import MAF, MAFMoG, MaskedAutoregressiveTransform, RationalQuadraticSpline
 from maf_jax.bijections.autoregressive import full_pass_inverse
 from maf_jax.inverses.incremental import incremental_inverse
 
@@ -178,6 +178,23 @@ def test_a_bounded_flow_samples_inside_and_its_densities_agree_in_float64():
         jnp.array([[-800.0, -800.0, 800.0, 0.0], [800.0, 40.0, -40.0, 0.0]], F64)
     )
     assert (np.asarray(ends) > lower).all() and (np.asarray(ends) < upper).all()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: MAFMoG(3, context=2, components=3, rngs=nnx.Rngs(0), param_dtype=F64),
+        lambda: MAF(3, context=2, batch_norm=True, rngs=nnx.Rngs(0), param_dtype=F64),
+    ],
+    ids=["mog", "batch_norm"],
+)
+def test_mog_and_batch_norm_flows_compute_in_float64(build):
+    flow = scramble(build())
+    flow.eval()
+    c = jax.random.normal(jax.random.key(0), (4, 2), F64)
+    x, log_prob = flow(c).sample_and_log_prob(jax.random.key(1), (50,))
+    assert x.dtype == log_prob.dtype == F64
+    np.testing.assert_allclose(flow(c).log_prob(x), log_prob, rtol=1e-10, atol=1e-10)
 
 
 def test_fit_trains_a_float64_flow_in_float64():

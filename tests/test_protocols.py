@@ -8,7 +8,7 @@ from flax import nnx
 
 import maf_jax
 from maf_jax import Bijection, Inverter, UnivariateTransform
-from maf_jax.bijections import Compose, Standardize, Support
+from maf_jax.bijections import BatchNormalization, Compose, Standardize, Support
 from maf_jax.bijections.autoregressive import INVERSES
 
 ONES = jnp.ones(3)
@@ -24,6 +24,7 @@ BIJECTIONS = {
     "standardize": lambda: Standardize(ONES, ONES),
     "compose": lambda: Compose(Standardize(ONES, ONES), Standardize(ONES, ONES)),
     "support": lambda: Support.of((0, 1), 2),
+    "batch_norm": lambda: BatchNormalization(ONES, ONES, ONES, ONES),
     **UNIVARIATES,
 }
 INVERTERS = {name: cls for name, cls in INVERSES.items()} | {

@@ -1,4 +1,4 @@
-"""Bijections as JAX pytrees: autoregressive, univariate, standardisation, support, chain.
+"""Bijections as JAX pytrees: autoregressive, univariate, normalisations, support, chain.
 
 Each exposes ``forward``, ``inverse``, ``forward_and_log_det`` and
 ``inverse_and_log_det``; none holds Flax state.
@@ -8,6 +8,7 @@ from maf_jax._lazy import exports
 
 __all__ = [
     "AutoregressiveTransform",
+    "BatchNormalization",
     "Chain",
     "Compose",
     "FullPass",
@@ -16,6 +17,7 @@ __all__ = [
     "RationalQuadraticSpline",
     "Standardize",
     "Support",
+    "batch_statistics",
     "full_pass_inverse",
 ]
 
@@ -24,6 +26,8 @@ __getattr__, __dir__ = exports(
     {
         "AutoregressiveTransform": "maf_jax.bijections.autoregressive",
         "FullPass": "maf_jax.bijections.autoregressive",
+        "BatchNormalization": "maf_jax.bijections.batch_norm",
+        "batch_statistics": "maf_jax.bijections.batch_norm",
         "full_pass_inverse": "maf_jax.bijections.autoregressive",
         "Chain": "maf_jax.bijections.chain",
         "MonotonicRQSTransform": "maf_jax.bijections.spline",

@@ -31,7 +31,7 @@ from maf_jax.flows.standardized import Standardization
 
 __all__ = ["CheckpointError", "check_values", "load", "save", "write"]
 
-SAVED = (nnx.Param, Order, Standardization)
+SAVED = (nnx.Param, nnx.BatchStat, Order, Standardization)
 CONFIG = "__config__"
 MAX_CONFIG_BYTES = 1 << 16
 
@@ -78,7 +78,10 @@ def save(path, model) -> Path:
 
 
 def check_values(path: Path, name: str, array: np.ndarray, features: int) -> None:
-    """Refuses values no trained model holds: NaN or inf, bad orders, ``std <= 0``."""
+    """Refuses values no trained model holds: NaN or inf, bad orders, non-positive scales.
+
+    Scales: the standardisation's ``std`` and the batch norms' running ``var``.
+    """
     if name.endswith("order"):  # one order per transform of a stack
         try:
             for order in array.reshape(-1, array.shape[-1] if array.ndim else 1):
@@ -87,7 +90,7 @@ def check_values(path: Path, name: str, array: np.ndarray, features: int) -> Non
             raise CheckpointError(f"{path}: {name}: {error}") from None
     elif not np.isfinite(array).all():
         raise CheckpointError(f"{path}: {name} holds NaN or inf")
-    elif name.endswith("std") and not (array > 0).all():
+    elif name.endswith(("std", "norms/stacked/var")) and not (array > 0).all():
         raise CheckpointError(f"{path}: {name} must be positive, holds {array.min()}")
 
 

@@ -44,6 +44,7 @@ DEFAULTS = {
     "identity_init": False,
     "bounds": None,
     "base": {"name": "normal"},
+    "batch_norm": False,
 }
 BASES = {"normal": (), "mog": ("components",)}
 
@@ -100,6 +101,7 @@ def describe(model) -> dict:
         residual=layout.residual,
         identity_init=first.identity_init,
         bounds=None if flow.support is None else flow.support.pairs(),
+        batch_norm=flow.norms is not None,
         base=(
             dict(name="mog", components=flow.mixture.components)
             if isinstance(flow, MAFMoG)
@@ -149,7 +151,7 @@ def check(config) -> dict:
         _integer(config[key], key, minimum)
     _integer(config["unroll"], "unroll", 0)
     _integers(config["hidden_features"], "hidden_features", 1)
-    for key in ("standardized", "residual", "identity_init"):
+    for key in ("standardized", "residual", "identity_init", "batch_norm"):
         if not isinstance(config[key], bool):
             raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
     _check_degrees(config)
@@ -270,7 +272,10 @@ def _check_univariate(univariate) -> None:
 
 
 def size(config: dict) -> int:
-    """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics."""
+    """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics.
+
+    Statistics: the standardisation's and the batch normalisations' running ones.
+    """
     features, context = config["features"], config["context"]
     total = sum(math.prod(shape) for shape in config["shapes"])
     hidden = config["hidden_features"]
@@ -284,7 +289,8 @@ def size(config: dict) -> int:
         widths = [features + context, *config["hidden_features"]]
         widths.append(features * 3 * config["base"]["components"])
         base = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    return config["transforms"] * per_transform + statistics + base
+    norms = 4 * features * config["transforms"] if config["batch_norm"] else 0
+    return config["transforms"] * per_transform + statistics + base + norms
 
 
 def build(config: dict):
@@ -303,6 +309,7 @@ def build(config: dict):
         residual=config["residual"],
         identity_init=config["identity_init"],
         bounds=config["bounds"],
+        batch_norm=config["batch_norm"],
         rngs=nnx.Rngs(0),
     )
     if config["adjacency"] is not None:
@@ -320,6 +327,7 @@ def build(config: dict):
         flow = NSF(config["features"], config["context"], **spline, **settings)
     else:
         flow = MAF(config["features"], config["context"], **settings)
+    flow.eval()  # a model read from a file evaluates with its running statistics
     if config["standardized"]:
         return Standardized(flow, np.zeros(config["features"]), np.ones(config["features"]))
     return flow

@@ -116,6 +116,7 @@ def _fit(args) -> dict:
         residual=args.residual,
         shapes=[list(shape) for shape in parameter_shapes(univariate)],
         standardized=True,
+        batch_norm=args.batch_norm,
         base={"name": "mog", "components": args.components}
         if args.flow == "maf-mog"
         else {"name": "normal"},
@@ -132,6 +133,7 @@ def _fit(args) -> dict:
         transforms=args.transforms,
         randperm=args.randperm,
         bounds=args.bounds,
+        batch_norm=args.batch_norm,
         passes=args.passes,
         hidden_features=tuple(args.hidden),
         residual=args.residual,

@@ -206,6 +206,11 @@ def parser() -> argparse.ArgumentParser:
         "an empty side unbounded (0:1,0:,:); the flow's samples stay strictly inside and "
         "rows on or beyond a bound are refused; write --bounds=-1:1 for a negative bound",
     )  # fmt: skip
+    fit.add_argument(
+        "--batch-norm", action="store_true",
+        help="a batch normalisation after every transform (the paper's MAF); the model "
+        "evaluates and samples with running averages of the training batches' statistics",
+    )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")
     fit.add_argument("--activation", default="relu", help=", ".join(ACTIVATIONS))

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from maf_jax.bijections.autoregressive import DERIVATIVES, AutoregressiveTransform, as_inverse
+from maf_jax.bijections.batch_norm import batch_statistics, input_statistics
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
 from maf_jax.bijections.standardize import Compose
@@ -22,6 +23,7 @@ from maf_jax.core.graph import check_adjacency
 from maf_jax.core.masks import MadeLayout, check_order
 from maf_jax.core.network import as_precision
 from maf_jax.distributions import DiagNormal, NormalizingFlow
+from maf_jax.nn.batch_norm import BatchNorm
 from maf_jax.nn.layers import MaskedMLP
 from maf_jax.nn.stack import Stack
 
@@ -246,6 +248,11 @@ class MAF(nnx.Module):
             line and ``maf_jax.bijections.Support`` maps it onto the support:
             samples always lie strictly inside, ``log_prob`` stays exact and is
             ``-inf`` outside. ``None`` (the default): the real line.
+        batch_norm: Whether a batch normalisation follows every transform (the
+            paper's MAF): ``maf_jax.nn.BatchNorm``, with batch statistics in
+            training mode (``flow.train()``, as built) and running averages in
+            evaluation mode (``flow.eval()``); sampling always uses the running
+            averages. ``maf_jax.fit`` switches the modes and updates the averages.
         param_dtype: The dtype of the parameters and of the base distribution.
         unroll: Longest chain whose forward is unrolled when differentiated
             (training compiles and runs faster through straight-line code; longer
@@ -279,6 +286,7 @@ class MAF(nnx.Module):
         rngs: nnx.Rngs,
         order: Sequence[int] | None = None,
         bounds=None,
+        batch_norm: bool = False,
         param_dtype=jnp.float32,
         unroll: int = 10,
         **kwargs,
@@ -309,6 +317,10 @@ class MAF(nnx.Module):
             )
             for o in orders
         )
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
+        norms = (BatchNorm(features, param_dtype=param_dtype) for _ in orders)
+        self.norms = Stack(norms) if batch_norm else None
 
     @property
     def features(self) -> int:
@@ -340,11 +352,41 @@ class MAF(nnx.Module):
         """
         stacked = self.transforms(c)  # every leaf with the leading axis of the stack
         batch_shape = () if stacked.context is None else stacked.context.shape[1:-1]
+        if self.norms is not None:
+            stacked = Compose(stacked, self.norms())
         return NormalizingFlow(
             transform=Chain(stacked, batch_shape, self.unroll),
             base=self.base(c),
             batch_shape=batch_shape,
         )
+
+    def update_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
+        """Moves each batch normalisation's running averages toward a batch's.
+
+        The batch statistics are those of each normalisation's input rows on a
+        training forward of ``u`` ``(*, features)``, the input of the transforms
+        (for ``Standardized``, the mapped and standardised data: call the model's
+        own ``update_batch_norms``).
+        """
+        steps = self.unconstrained(c).transform
+        self.norms.stacked.update(*input_statistics(steps.stacked, steps._broadcast(u)))
+
+    def set_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
+        """Sets each batch normalisation's statistics to those of its input rows.
+
+        The paper's choice after training: one transform after the other, each
+        normalisation's mean and variance are those of every row of ``u`` at its
+        input, the earlier ones normalising with the statistics just set.
+        """
+        steps = self.unconstrained(c).transform
+        u, norms = steps._broadcast(u), self.norms.stacked
+        for i in range(len(steps)):
+            pair = steps[i]
+            y = pair.first.forward(u)
+            mean, var = batch_statistics(y, pair.second.axis_name)
+            norms.mean[...] = norms.mean[...].at[i].set(mean)
+            norms.var[...] = norms.var[...].at[i].set(var)
+            u = dataclasses.replace(pair.second, mean=mean, var=var, batch=False).forward(y)
 
     def base(self, c: jax.Array | None = None):
         """The base distribution: a standard normal (``MAFMoG``: a MADE MoG given ``c``)."""

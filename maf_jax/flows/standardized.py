@@ -105,6 +105,23 @@ class Standardized(nnx.Module):
         """The number of context features."""
         return self.flow.context
 
+    def _flow_inputs(self, x, c):
+        """``x`` and ``c`` as the flow's transforms see them: mapped, standardised."""
+        support = getattr(self.flow, "support", None)
+        x = x if support is None else support.forward(x)
+        x = Standardize(self.mean[...], self.std[...]).forward(x)
+        if c is not None and self.context:
+            c = (c - self.context_mean[...]) / self.context_std[...]
+        return x, c
+
+    def update_batch_norms(self, x, c=None) -> None:
+        """The flow's ``update_batch_norms`` on rows ``x`` in the units of the data."""
+        self.flow.update_batch_norms(*self._flow_inputs(x, c))
+
+    def set_batch_norms(self, x, c=None) -> None:
+        """The flow's ``set_batch_norms`` on rows ``x`` in the units of the data."""
+        self.flow.set_batch_norms(*self._flow_inputs(x, c))
+
     def __call__(self, c=None) -> NormalizingFlow:
         """Returns ``p(x | c)`` in the units of the data."""
         if c is not None and self.context:

@@ -236,8 +236,9 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     the weights its masks zero, which never act.
 
     Raises:
-        ValueError: For a model zuko cannot express (one feature, bounds, a MoG base, a
-            standardized model, a custom univariate or activation), naming it.
+        ValueError: For a model zuko cannot express (one feature, bounds, a MoG
+            base, batch norms, a standardized model, a custom univariate or
+            activation), naming it.
     """
     if isinstance(flow, Standardized):
         raise ValueError(
@@ -249,6 +250,10 @@ def to_arrays(flow) -> tuple[dict, dict[str, np.ndarray]]:
     if isinstance(flow, MAFMoG):
         raise ValueError(
             "a MAF MoG has no zuko counterpart (zuko's flows have a standard normal base)"
+        )
+    if flow.norms is not None:
+        raise ValueError(
+            "a flow with batch normalisation has no zuko counterpart (zuko's MAF has no batch norm)"
         )
     if flow.support is not None:
         raise ValueError(

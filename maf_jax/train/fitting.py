@@ -282,7 +282,15 @@ def fit(
         context_stats = data_shards.statistics(context=True) if context is not None else ()
         model = Standardized(flow, *stats, *context_stats)
     optimizer = optimizer or optax.adam(1e-3)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # batch normalisations: batch statistics in the step, running averages in
+    # validation; the averages travel with the parameters (the optimiser leaves them
+    # at rest: they have no gradient) and each step moves them
+    norms = bool(jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+    model.eval()
+    eval_def = nnx.graphdef(model)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Any(nnx.Param, nnx.BatchStat), ...)
+    model.eval()
     params, as_params = _flat(params)
     rest, as_rest = _flat(rest)
     state = State.start(params, optimizer.init(params))
@@ -310,7 +318,7 @@ def fit(
     )
     rest = replicate(rest, replicated)
 
-    def nll(params, rest, x, c):
+    def nll(params, rest, x, c, graphdef=graphdef):
         return _nll(graphdef, as_params(params), as_rest(rest), x, c)
 
     # the parameters and optimiser state are donated: updated in their own buffers
@@ -318,13 +326,18 @@ def fit(
     def train_step(params, opt_state, rest, x, c, stop):
         loss, grads = jax.value_and_grad(lambda p: nll(p, rest, x, c).mean())(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, jnp.any(stop)
+        new = optax.apply_updates(params, updates)
+        if norms:
+            trained = nnx.merge(graphdef, as_params(params), as_rest(rest))
+            trained.update_batch_norms(x, c)
+            new = new | _flat(nnx.state(trained, nnx.BatchStat))[0]
+        return new, opt_state, loss, jnp.any(stop)
 
     x_val, c_val, weights, val_rows = data_shards.validation(devices)
 
     @jax.jit
     def evaluate(params, rest, x, c, weights):
-        return jnp.sum(weights * nll(params, rest, x, c)) / jnp.sum(weights)
+        return jnp.sum(weights * nll(params, rest, x, c, eval_def)) / jnp.sum(weights)
 
     val = [
         None if a is None else global_array(a, batch_sharding, val_rows)

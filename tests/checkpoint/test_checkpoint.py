@@ -171,6 +171,25 @@ def test_a_maf_mog_round_trips(tmp_path, spline):
     )
 
 
+def test_batch_norms_round_trip_and_load_evaluating(tmp_path):
+    flow = scramble(MAF(3, context=1, transforms=2, batch_norm=True, rngs=nnx.Rngs(0)))
+    x, c = jax.random.normal(jax.random.key(0), (32, 3)) * 2, jnp.ones((32, 1))
+    flow.update_batch_norms(x, c)
+    path = checkpoint.save(tmp_path / "m.npz", flow)
+    loaded = checkpoint.load(path)
+    assert loaded.norms.stacked.use_running_average  # a loaded model evaluates
+    flow.eval()
+    np.testing.assert_array_equal(loaded.norms.stacked.var[...], flow.norms.stacked.var[...])
+    np.testing.assert_array_equal(loaded(c).log_prob(x), flow(c).log_prob(x))
+
+    def negative(arrays):
+        arrays["norms/stacked/var"] = -arrays["norms/stacked/var"]
+
+    rewrite(path, tmp_path / "bad.npz", negative)
+    with pytest.raises(CheckpointError, match="norms/stacked/var must be positive"):
+        checkpoint.load(tmp_path / "bad.npz")
+
+
 @pytest.mark.parametrize("standardized", [False, True])
 def test_bounds_are_stored_and_restored(tmp_path, standardized):
     bounds = [(0.0, 1.0), (None, 2.5), (-3.0, None), (None, None)]
@@ -320,6 +339,8 @@ def set_raw_config(arrays, text):
         (lambda a: set_config(a, base={"name": "normal", "components": 2}), "takes no options"),
         (lambda a: set_config(a, base={"name": "mog", "components": 2}), "describes 1271 numbers"),
         (lambda a: set_config(a, base="mog"), "base must be an object with a name"),
+        (lambda a: set_config(a, batch_norm=1), "batch_norm must be true or false, got 1"),
+        (lambda a: set_config(a, batch_norm=True), "describes 913 numbers"),
         (lambda a: set_raw_config(a, "[1, 2]"), "expected a JSON object, got list"),
         (lambda a: set_raw_config(a, "{not json"), "configuration is not JSON"),
         (lambda a: a.update({"__config__": np.zeros(3, np.float32)}), "has no configuration"),

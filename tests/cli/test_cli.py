@@ -140,6 +140,18 @@ def test_a_maf_mog_is_fitted_saved_and_sampled(files):
     assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()
 
 
+def test_a_batch_normalised_maf_is_fitted_saved_and_evaluated(files, capsys):
+    model = files / "norms.npz"
+    argv = ["fit", str(files / "data.npy"), "-o", str(model), "--batch-norm", *SMALL]
+    assert main(argv) == 0
+    flow = checkpoint.load(model).flow
+    assert flow.norms is not None and flow.norms.stacked.use_running_average
+    assert not np.allclose(flow.norms.stacked.var[...], 1.0)  # averaged over the steps
+    capsys.readouterr()
+    assert main(["eval", str(model), str(files / "data.npy"), "--no-progress"]) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out.splitlines()[0])["log_likelihood"])
+
+
 def test_conditional_fit_and_sample(files):
     model = files / "conditional.npz"
     args = [

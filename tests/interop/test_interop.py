@@ -279,6 +279,10 @@ def test_what_cannot_be_imported_is_named(build, match):
             lambda: maf_jax.MAFMoG(2, components=2, rngs=nnx.Rngs(0)),
             "a MAF MoG has no zuko counterpart",
         ),
+        (
+            lambda: maf_jax.MAF(2, batch_norm=True, rngs=nnx.Rngs(0)),
+            "a flow with batch normalisation has no zuko counterpart",
+        ),
     ],
 )
 def test_what_cannot_be_exported_is_named(build, match):

@@ -136,6 +136,7 @@ def test_a_tampered_zuko_file_is_refused(tmp_path, change, match):
     [
         (lambda: maf_jax.MAF(2, bounds=[(0, 1), (None, 0)], rngs=nnx.Rngs(0)), "with bounds"),
         (lambda: maf_jax.MAFMoG(2, components=2, rngs=nnx.Rngs(0)), "a MAF MoG has no zuko"),
+        (lambda: maf_jax.MAF(2, batch_norm=True, rngs=nnx.Rngs(0)), "batch normalisation"),
     ],
 )
 def test_what_zuko_cannot_express_is_refused_and_nothing_is_written(tmp_path, build, match):

@@ -10,6 +10,8 @@ def results():
     return run_checks("pmap_checks.py", env={"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
 
 
-@pytest.mark.parametrize("name", ["devices", "pmap", "sharded_jit", "sharded_fit"])
+@pytest.mark.parametrize(
+    "name", ["devices", "pmap", "sharded_jit", "sharded_fit", "batch_norm_sharded_fit"]
+)
 def test_data_parallel_step_matches_single_device(results, name):
     assert results[name] == "", results[name]

@@ -1,0 +1,103 @@
+"""MAF with batch normalisation: modes, running averages, the paper's statistics, fitting."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import scramble
+from flax import nnx
+
+from maf_jax import MAF, fit
+from maf_jax.flows.standardized import Standardized
+
+ROWS = jax.random.normal(jax.random.key(0), (256, 2)) * jnp.array([3.0, 0.5]) + 1.0
+
+
+def built(gain=1.0):
+    flow = MAF(2, transforms=3, hidden_features=(16,), batch_norm=True, rngs=nnx.Rngs(0))
+    return scramble(flow, gain=gain)
+
+
+def norm_inputs(flow, u):
+    """Rows at the input of each batch norm on a training forward, step by step."""
+    steps = flow.unconstrained().transform
+    inputs = []
+    for i in range(len(steps)):
+        y = steps[i].first.forward(u)
+        inputs.append(np.asarray(y, np.float64))
+        norm = steps[i].second
+        u = jnp.exp(norm.log_gamma) * (y - y.mean(0)) / jnp.sqrt(y.var(0) + 1e-5) + norm.beta
+    return inputs
+
+
+def test_a_flow_is_built_training_and_switches_modes():
+    flow = built()
+    assert flow.norms.stacked.use_running_average is False
+    training = flow().log_prob(ROWS)
+    flow.eval()
+    running = flow().log_prob(ROWS)  # mean 0, variance 1 as built: no normalisation
+    assert not np.allclose(training, running, atol=1e-2)
+    flow.train()
+    np.testing.assert_array_equal(flow().log_prob(ROWS), training)
+
+
+def test_update_moves_the_running_averages_toward_each_norms_input_statistics():
+    flow = built()
+    inputs = norm_inputs(flow, ROWS)
+    flow.update_batch_norms(ROWS)
+    means = np.stack([y.mean(0) for y in inputs])
+    variances = np.stack([y.var(0) for y in inputs])
+    np.testing.assert_allclose(flow.norms.stacked.mean[...], 0.1 * means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(flow.norms.stacked.var[...], 0.9 + 0.1 * variances, rtol=1e-4)
+
+
+def test_set_statistics_make_the_evaluation_density_the_training_one_on_those_rows():
+    flow = built()
+    training = flow().log_prob(ROWS)
+    flow.set_batch_norms(ROWS)
+    flow.eval()
+    np.testing.assert_allclose(flow().log_prob(ROWS), training, rtol=1e-4, atol=1e-4)
+    means = np.stack([y.mean(0) for y in norm_inputs(built(), ROWS)])
+    np.testing.assert_allclose(flow.norms.stacked.mean[...], means, rtol=1e-4, atol=1e-5)
+
+
+def test_in_evaluation_the_density_integrates_to_one_and_samples_agree():
+    flow = built(gain=0.6)  # tails that the grid holds
+    flow.set_batch_norms(ROWS)
+    flow.eval()
+    grid = jnp.linspace(-14.0, 16.0, 1201)
+    cell = float(grid[1] - grid[0]) ** 2
+    xy = jnp.stack(jnp.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
+    mass = float(jnp.exp(jax.jit(lambda x: flow().log_prob(x))(xy)).sum()) * cell
+    assert abs(mass - 1) < 2e-3, mass
+    x, log_prob = flow().sample_and_log_prob(jax.random.key(1), (100,))
+    np.testing.assert_allclose(flow().log_prob(x), log_prob, rtol=1e-4, atol=1e-4)
+    evaluation = flow().sample(jax.random.key(1), (100,))
+    flow.train()  # sampling always uses the running statistics
+    np.testing.assert_array_equal(flow().sample(jax.random.key(1), (100,)), evaluation)
+
+
+def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
+    rng = np.random.default_rng(0)
+    data = np.stack([rng.normal(size=2000), rng.normal(size=2000) ** 2], 1)
+    flow = MAF(2, transforms=3, hidden_features=(16,), batch_norm=True, rngs=nnx.Rngs(0))
+    model, history = fit(
+        flow, data, key=jax.random.key(0), epochs=4, optimizer=optax.adam(3e-3), progress=False
+    )
+    assert isinstance(model, Standardized) and model.flow.norms.stacked.use_running_average
+    assert not np.allclose(model.flow.norms.stacked.var[...], 1.0)  # the averages moved
+    # validation used the running averages: the returned model gives its figure
+    assert np.isfinite(history.val_nll).all() and history.val_nll[-1] < history.val_nll[0]
+    u, _ = model._flow_inputs(jnp.asarray(data, jnp.float32), None)
+    assert np.isfinite(np.asarray(model().log_prob(jnp.asarray(data[:5], jnp.float32)))).all()
+    before = model.flow.norms.stacked.mean[...]
+    model.set_batch_norms(jnp.asarray(data, jnp.float32))
+    means = np.stack([y.mean(0) for y in norm_inputs(model.flow, u)])
+    np.testing.assert_allclose(model.flow.norms.stacked.mean[...], means, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(before, means, atol=1e-4)
+
+
+def test_batch_norm_must_be_a_boolean():
+    with pytest.raises(ValueError, match="batch_norm must be True or False, got 1"):
+        MAF(2, batch_norm=1, rngs=nnx.Rngs(0))
