@@ -7,11 +7,15 @@ epochs without validation improvement, the best parameters kept; mean test
 log-likelihood (nats) with its standard error, beside a full-covariance Gaussian.
 
     python benchmarks/density.py digits                           # sklearn digits, 80/10/10
-    python benchmarks/density.py miniboone --data ../shared/data/miniboone
+    python benchmarks/density.py miniboone --data ../shared/data/miniboone --seeds 0 1 2
     python benchmarks/density.py two_moons                        # 2-D, 20000/2000/2000
 
 A name with ``_nsf`` (``maf_jax_nsf``, ``zuko_nsf``, ``flowjax_nsf``) trains the library's
-neural spline flow (8 bins on [-5, 5]) with the same network sizes.
+neural spline flow (8 bins on [-5, 5]) with the same network sizes; ``maf_jax_bn`` a MAF
+with batch norms after every transform (evaluated with the running averages),
+``maf_jax_mog`` the paper's MAF MoG (10 components), ``maf_jax_identity`` a MAF whose
+networks start at zero (``identity_init``). Several ``--seeds`` give the mean over
+seeds and its standard error (splits, initial weights and shuffles change with it).
 
 digits: dequantised with uniform noise, standardised with the training split.
 miniboone: the MAF paper's preprocessing; trains on val.npy (90/10 for early
@@ -99,17 +103,28 @@ def train_loop(step, val_nll, get, set_, train, epochs, seed):
     return epoch + 1, best
 
 
-def fit_functional(params, log_prob, jit, grad, apply_updates, train, val, test, epochs, seed):
-    """The shared loop for the JAX libraries, given their jit, grad and update."""
+def train_functional(
+    params, log_prob, jit, grad, apply_updates, train, val, epochs, seed,
+    train_log_prob=None, after_update=None,
+):  # fmt: skip
+    """The shared loop for the JAX libraries, given their jit, grad and update.
+
+    ``train_log_prob`` is the density the steps train (batch statistics for batch
+    norms; ``log_prob`` if ``None``), ``after_update(old, new, x)`` changes what the
+    optimiser returned (running averages). Returns the best parameters and the
+    epochs run.
+    """
     optimizer = optax.adam(LR)
     state = {"params": params, "opt": optimizer.init(params)}
     log_prob = jit(log_prob)
+    train_log_prob = train_log_prob or log_prob
 
     @jit
     def update(params, opt, x):
-        grads = grad(lambda p: -log_prob(p, x).mean())(params)
+        grads = grad(lambda p: -train_log_prob(p, x).mean())(params)
         updates, opt = optimizer.update(grads, opt, params)
-        return apply_updates(params, updates), opt
+        new = apply_updates(params, updates)
+        return (new if after_update is None else after_update(params, new, x)), opt
 
     def step(x):
         state["params"], state["opt"] = update(state["params"], state["opt"], x)
@@ -121,29 +136,54 @@ def fit_functional(params, log_prob, jit, grad, apply_updates, train, val, test,
         state["params"] = params
 
     epochs_run, _ = train_loop(step, val_nll, lambda: state["params"], restore, train, epochs, seed)
-    return summary(log_prob(state["params"], test)), epochs_run
+    return state["params"], epochs_run
+
+
+def fit_functional(
+    params, log_prob, jit, grad, apply_updates, train, val, test, epochs, seed, **kw
+):
+    """``train_functional``, then the test log-likelihood and its standard error."""
+    params, epochs_run = train_functional(
+        params, log_prob, jit, grad, apply_updates, train, val, epochs, seed, **kw
+    )
+    return summary(jit(log_prob)(params, test)), epochs_run
 
 
 def run_maf_jax(train, val, test, epochs, seed, kind="maf"):
+    """maf_jax's MAF (``maf``), NSF (``nsf``), MAF with batch norms (``bn``), MAF MoG
+    with 10 components (``mog``) or MAF started as the identity (``identity``)."""
     from flax import nnx
 
-    from maf_jax import MAF, NSF
+    from maf_jax import MAF, NSF, MAFMoG
 
-    flow = (NSF if kind == "nsf" else MAF)(
+    cls = {"nsf": NSF, "mog": MAFMoG}.get(kind, MAF)
+    flow = cls(
         train.shape[1],
         transforms=TRANSFORMS,
         randperm=True,
         hidden_features=(HIDDEN, HIDDEN),
+        batch_norm=kind == "bn",
+        identity_init=kind == "identity",
         rngs=nnx.Rngs(seed),
     )
-    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    flow.eval()
+    eval_def = nnx.graphdef(flow)
+    flow.train()  # batch norms: batch statistics in the steps
+    graphdef, params, rest = nnx.split(flow, nnx.Any(nnx.Param, nnx.BatchStat), ...)
 
-    def log_prob(p, x):
+    def log_prob(p, x, graphdef=eval_def):
         return nnx.merge(graphdef, p, rest)().log_prob(x)
 
+    def after_update(old, new, x):  # the running averages of the batch norms
+        model = nnx.merge(graphdef, old, rest)
+        model.update_batch_norms(x)
+        return nnx.State.merge(new, nnx.state(model, nnx.BatchStat))
+
     return fit_functional(
-        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, test, epochs, seed
-    )
+        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, test, epochs, seed,
+        train_log_prob=lambda p, x: log_prob(p, x, graphdef),
+        after_update=after_update if kind == "bn" else None,
+    )  # fmt: skip
 
 
 def run_flowjax(train, val, test, epochs, seed, kind="maf"):
@@ -219,6 +259,14 @@ def run_zuko(train, val, test, epochs, seed, kind="maf"):
         return summary(flow().log_prob(test_t).numpy()), epochs_run
 
 
+def parse(name: str) -> tuple[str, str]:
+    """``maf_jax_nsf`` -> ``("maf_jax", "nsf")``, ``zuko`` -> ``("zuko", "maf")``."""
+    for library in ("maf_jax", "zuko", "flowjax"):
+        if name.startswith(library):
+            return library, name[len(library) + 1 :] or "maf"
+    raise ValueError(name)
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -226,39 +274,48 @@ def main():
     parser.add_argument("dataset", choices=["digits", "miniboone", "two_moons"])
     parser.add_argument("--data", type=Path, help="folder of val.npy and test.npy (miniboone)")
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     names = [f"{lib}{kind}" for kind in ("", "_nsf") for lib in ("maf_jax", "zuko", "flowjax")]
+    names += [f"maf_jax_{kind}" for kind in ("bn", "mog", "identity")]
     parser.add_argument("--libraries", nargs="+", default=names, choices=names)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    train, val, test = splits(args.dataset, args.data, args.seed)
-    print(f"{args.dataset}: train {train.shape}, validation {val.shape}, test {test.shape}")
-    results = {"gaussian": dict(zip(("log_likelihood", "stderr"), gaussian(train, test)))}
     runners = dict(maf_jax=run_maf_jax, zuko=run_zuko, flowjax=run_flowjax)
-    for name in args.libraries:
-        start = time.perf_counter()
-        library, nsf, _ = name.partition("_nsf")
-        kind = "nsf" if nsf else "maf"
-        (ll, se), epochs = runners[library](train, val, test, args.epochs, args.seed, kind)
-        results[name] = dict(
-            log_likelihood=ll,
-            stderr=se,
-            epochs=epochs,
-            seconds=round(time.perf_counter() - start, 1),
-        )
-        print(name, results[name], flush=True)
+    runs = {name: [] for name in ["gaussian", *args.libraries]}
+    for seed in args.seeds:
+        train, val, test = splits(args.dataset, args.data, seed)
+        print(f"{args.dataset} seed {seed}: train {train.shape}, validation {val.shape}, "
+              f"test {test.shape}")  # fmt: skip
+        runs["gaussian"].append(dict(zip(("log_likelihood", "stderr"), gaussian(train, test))))
+        for name in args.libraries:
+            start = time.perf_counter()
+            library, kind = parse(name)
+            (ll, se), epochs = runners[library](train, val, test, args.epochs, seed, kind)
+            seconds = round(time.perf_counter() - start, 1)
+            runs[name].append(dict(log_likelihood=ll, stderr=se, epochs=epochs, seconds=seconds))
+            print(name, seed, runs[name][-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"density_{args.dataset}.json").write_text(json.dumps(results, indent=1))
+    stem = f"density_{args.dataset}" + (f"_{len(args.seeds)}_seeds" if len(args.seeds) > 1 else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(runs, indent=1))
+    seeds = " ".join(map(str, args.seeds))
     lines = [
-        f"| {args.dataset} | test log-likelihood (nats) | epochs | seconds |",
-        "|---|---|---|---|",
+        f"`python benchmarks/density.py {args.dataset} --seeds {seeds}`"
+        + (" --data ../shared/data/miniboone" if args.dataset == "miniboone" else ""),
+        "",
+        f"| {args.dataset} | test log-likelihood (nats), mean over seeds ± their standard "
+        "error | per seed (± standard error over test rows) | epochs | seconds |",
+        "|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['log_likelihood']:.2f} ± {r['stderr']:.2f} "
-            f"| {r.get('epochs', '')} | {r.get('seconds', '')} |"
+    for name, per_seed in runs.items():
+        values = [r["log_likelihood"] for r in per_seed]
+        spread = (
+            f" ± {np.std(values, ddof=1) / math.sqrt(len(values)):.2f}" if len(values) > 1 else ""
         )
-    (args.out / f"density_{args.dataset}.md").write_text("\n".join(lines) + "\n")
+        each = ", ".join(f"{r['log_likelihood']:.2f} ± {r['stderr']:.2f}" for r in per_seed)
+        epochs = ", ".join(str(r["epochs"]) for r in per_seed if "epochs" in r)
+        seconds = ", ".join(str(r["seconds"]) for r in per_seed if "seconds" in r)
+        lines.append(f"| {name} | {np.mean(values):.2f}{spread} | {each} | {epochs} | {seconds} |")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -27,7 +27,9 @@ class BatchNorm(nnx.Module):
         features: The number of features.
         momentum: Weight of the old running statistics in ``update``.
         eps: Added to the variance.
-        axis_name: The ``pmap`` or ``shard_map`` axis batch statistics average over.
+        axis_name: The ``pmap`` or ``shard_map`` axis batch statistics average over
+            (not needed under ``jax.jit`` over a mesh, where a mean over the rows is
+            already every device's). A flow's: ``flow.norms.stacked.axis_name``.
         param_dtype: The dtype of the parameters and statistics.
     """
 

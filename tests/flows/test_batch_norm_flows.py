@@ -98,6 +98,18 @@ def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
     assert not np.allclose(before, means, atol=1e-4)
 
 
+def test_under_a_named_axis_the_batch_statistics_are_every_devices():
+    flow = built()
+    flow.norms.stacked.axis_name = "devices"  # as under jax.pmap(..., axis_name="devices")
+    graphdef, state = nnx.split(flow)
+    shards = ROWS.reshape(4, 64, 2)
+    mapped = jax.vmap(lambda x: nnx.merge(graphdef, state)().log_prob(x), axis_name="devices")
+    whole = built()().log_prob(ROWS)
+    np.testing.assert_allclose(mapped(shards).reshape(-1), whole, rtol=1e-5, atol=1e-5)
+    alone = built()().log_prob(shards[0])  # a shard's own statistics differ
+    assert not np.allclose(alone, whole[:64], atol=1e-3)
+
+
 def test_batch_norm_must_be_a_boolean():
     with pytest.raises(ValueError, match="batch_norm must be True or False, got 1"):
         MAF(2, batch_norm=1, rngs=nnx.Rngs(0))

@@ -1,0 +1,238 @@
+"""Neural posterior estimation on box priors: how much posterior mass leaks out of the prior.
+
+Two tasks with uniform box priors, 10,000 simulations, conditional MAFs of 5
+transforms with hidden (50, 50) (sbi's default estimator), trained by the loop of
+``density.py`` (Adam 1e-3, batch 128, early stopping after 20 epochs):
+
+- ``two_moons`` (sbi's): theta uniform on [-1, 1]^2, x the two-moons simulator;
+- ``gaussian_box``: theta uniform on [-3, 3]^5, x = theta + N(0, I): posteriors are
+  normals truncated to the box, wide against it.
+
+For maf_jax without and with ``bounds`` (the prior's box), zuko and flowjax: the
+fraction of posterior draws outside the prior (1,000 per observation, for 20
+observations of held-out simulations), the held-out mean log q(theta | x) on 2,000
+fresh simulations (nats, higher is better; the flows without bounds also spend mass
+outside the box), and the seconds to train.
+
+    python benchmarks/npe.py two_moons --seeds 0 1 2
+    python benchmarks/npe.py gaussian_box --seeds 0 1 2
+
+Writes benchmarks/results/npe_<task>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from density import train_functional, train_loop
+
+HERE = Path(__file__).parent
+HIDDEN, TRANSFORMS, SIMULATIONS, TEST, OBSERVATIONS, DRAWS = 50, 5, 10_000, 2_000, 20, 1_000
+EPOCHS = 100
+
+
+def simulate(task: str, rng: np.random.Generator, n: int):
+    """``n`` pairs ``(theta, x)`` and the prior's box ``(low, high)``."""
+    if task == "two_moons":
+        theta = rng.uniform(-1, 1, (n, 2))
+        angle = rng.uniform(-math.pi / 2, math.pi / 2, n)
+        radius = rng.normal(0.1, 0.01, n)
+        moon = np.stack([radius * np.cos(angle) + 0.25, radius * np.sin(angle)], 1)
+        shift = np.stack([-np.abs(theta.sum(1)), theta[:, 1] - theta[:, 0]], 1) / math.sqrt(2)
+        return theta, moon + shift, (-1.0, 1.0)
+    theta = rng.uniform(-3, 3, (n, 5))
+    return theta, theta + rng.normal(size=(n, 5)), (-3.0, 3.0)
+
+
+def run_maf_jax(data, seed, bounded):
+    from flax import nnx
+
+    from maf_jax import MAF
+    from maf_jax.flows.standardized import Standardized
+
+    (theta, x), (theta_val, x_val), low_high = data
+    flow = MAF(
+        theta.shape[1],
+        x.shape[1],
+        transforms=TRANSFORMS,
+        hidden_features=(HIDDEN, HIDDEN),
+        bounds=low_high if bounded else None,
+        rngs=nnx.Rngs(seed),
+    )
+    model = Standardized.from_data(flow, theta, x)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    features = theta.shape[1]
+
+    def log_prob(p, rows):
+        return nnx.merge(graphdef, p, rest)(rows[:, features:]).log_prob(rows[:, :features])
+
+    def sample(p, x_o, key):
+        return nnx.merge(graphdef, p, rest)(x_o).sample(key, (DRAWS,))
+
+    train, val = np.concatenate([theta, x], 1), np.concatenate([theta_val, x_val], 1)
+    params, _ = train_functional(
+        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, EPOCHS, seed
+    )
+    return jax.jit(log_prob), jax.jit(sample), params
+
+
+def standardizer(theta, x):
+    """Maps ``(theta, x)`` rows to standardised ones, and back for ``theta``."""
+    stats = [(a.mean(0), a.std(0)) for a in (theta, x)]
+    forward = lambda t, c: ((t - stats[0][0]) / stats[0][1], (c - stats[1][0]) / stats[1][1])  # noqa: E731
+    return forward, lambda t: t * stats[0][1] + stats[0][0], np.log(stats[0][1]).sum()
+
+
+def run_flowjax(data, seed):
+    import equinox as eqx
+    import paramax
+    from flowjax.distributions import Normal
+    from flowjax.flows import masked_autoregressive_flow
+
+    (theta, x), (theta_val, x_val), _ = data
+    to_standard, from_standard, log_std = standardizer(theta, x)
+    flow = masked_autoregressive_flow(
+        jax.random.key(seed), base_dist=Normal(jnp.zeros(theta.shape[1])),
+        cond_dim=x.shape[1], flow_layers=TRANSFORMS, nn_width=HIDDEN, nn_depth=2, invert=True,
+    )  # fmt: skip
+    params, static = eqx.partition(
+        flow, eqx.is_inexact_array, is_leaf=lambda v: isinstance(v, paramax.NonTrainable)
+    )
+    features = theta.shape[1]
+
+    def log_prob(p, rows):
+        t, c = to_standard(rows[:, :features], rows[:, features:])
+        flow = paramax.unwrap(eqx.combine(p, static))
+        return flow.log_prob(t, condition=c) - log_std
+
+    def sample(p, x_o, key):
+        _, c = to_standard(jnp.zeros(features), x_o)
+        draws = paramax.unwrap(eqx.combine(p, static)).sample(key, (DRAWS,), condition=c)
+        return from_standard(draws)
+
+    train, val = np.concatenate([theta, x], 1), np.concatenate([theta_val, x_val], 1)
+    params, _ = train_functional(
+        params, log_prob, eqx.filter_jit, eqx.filter_grad, eqx.apply_updates,
+        train, val, EPOCHS, seed,
+    )  # fmt: skip
+    return eqx.filter_jit(log_prob), eqx.filter_jit(sample), params
+
+
+def run_zuko(data, seed):
+    import copy
+
+    import torch
+    import zuko
+
+    (theta, x), (theta_val, x_val), _ = data
+    to_standard, from_standard, log_std = standardizer(theta, x)
+    torch.manual_seed(seed)
+    flow = zuko.flows.MAF(
+        theta.shape[1], x.shape[1], transforms=TRANSFORMS, hidden_features=[HIDDEN] * 2
+    )
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    features = theta.shape[1]
+
+    def tensors(rows):
+        t, c = to_standard(rows[:, :features], rows[:, features:])
+        return torch.from_numpy(np.asarray(t, np.float32)), torch.from_numpy(
+            np.asarray(c, np.float32)
+        )
+
+    def step(rows):
+        optimizer.zero_grad()
+        t, c = tensors(rows)
+        (-flow(c).log_prob(t).mean()).backward()
+        optimizer.step()
+
+    val = np.concatenate([theta_val, x_val], 1)
+
+    def log_prob(_, rows):
+        with torch.no_grad():
+            t, c = tensors(np.asarray(rows))
+            return flow(c).log_prob(t).numpy() - log_std
+
+    def sample(_, x_o, key):
+        with torch.no_grad():
+            c = torch.from_numpy(np.asarray(to_standard(np.zeros(features), x_o)[1], np.float32))
+            return from_standard(flow(c).sample((DRAWS,)).numpy())
+
+    train_loop(
+        step, lambda: -float(log_prob(None, val).mean()), lambda: copy.deepcopy(flow.state_dict()),
+        flow.load_state_dict, np.concatenate([theta, x], 1), EPOCHS, seed,
+    )  # fmt: skip
+    return log_prob, sample, None
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=["two_moons", "gaussian_box"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    names = ["maf_jax", "maf_jax_bounds", "zuko", "flowjax"]
+    parser.add_argument("--libraries", nargs="+", default=names, choices=names)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    runners = {
+        "maf_jax": lambda data, seed: run_maf_jax(data, seed, bounded=False),
+        "maf_jax_bounds": lambda data, seed: run_maf_jax(data, seed, bounded=True),
+        "zuko": run_zuko,
+        "flowjax": run_flowjax,
+    }
+    runs = {name: [] for name in args.libraries}
+    for seed in args.seeds:
+        rng = np.random.default_rng(seed)
+        theta, x, box = simulate(args.task, rng, SIMULATIONS)
+        split = SIMULATIONS * 9 // 10
+        data = ((theta[:split], x[:split]), (theta[split:], x[split:]), box)
+        test_theta, test_x, _ = simulate(args.task, rng, TEST)
+        test = np.concatenate([test_theta, test_x], 1).astype(np.float32)
+        observations = test_x[:OBSERVATIONS].astype(np.float32)
+        for name in args.libraries:
+            start = time.perf_counter()
+            log_prob, sample, params = runners[name](data, seed)
+            seconds = time.perf_counter() - start
+            held_out = float(np.mean(np.asarray(log_prob(params, test))))
+            keys = jax.random.split(jax.random.key(seed), OBSERVATIONS)
+            draws = np.stack([np.asarray(sample(params, o, k)) for o, k in zip(observations, keys)])
+            outside = float(np.mean(np.any((draws <= box[0]) | (draws >= box[1]), axis=-1)))
+            runs[name].append(dict(log_q=held_out, outside=outside, seconds=round(seconds, 1)))
+            print(args.task, name, seed, runs[name][-1], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"npe_{args.task}.json").write_text(json.dumps(runs, indent=1))
+
+    def mean_se(values, digits):
+        se = (
+            f" ± {np.std(values, ddof=1) / math.sqrt(len(values)):.{digits}f}"
+            if len(values) > 1
+            else ""
+        )
+        return f"{np.mean(values):.{digits}f}{se}"
+
+    lines = [
+        f"`python benchmarks/npe.py {args.task} --seeds {' '.join(map(str, args.seeds))}`",
+        "",
+        f"| {args.task} | draws outside the prior | held-out log q(theta \\| x) (nats) | seconds |",
+        "|---|---|---|---|",
+    ]
+    for name, per_seed in runs.items():
+        outside = mean_se([100 * r["outside"] for r in per_seed], 2)
+        lines.append(
+            f"| {name} | {outside} % | {mean_se([r['log_q'] for r in per_seed], 3)} "
+            f"| {mean_se([r['seconds'] for r in per_seed], 1)} |"
+        )
+    (args.out / f"npe_{args.task}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
