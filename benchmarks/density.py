@@ -12,7 +12,8 @@ log-likelihood (nats) with its standard error, beside a full-covariance Gaussian
 
 A name with ``_nsf`` (``maf_jax_nsf``, ``zuko_nsf``, ``flowjax_nsf``) trains the library's
 neural spline flow (8 bins on [-5, 5]) with the same network sizes; ``maf_jax_bn`` a MAF
-with batch norms after every transform (evaluated with the running averages),
+with batch norms after every transform (evaluated with the running averages;
+``maf_jax_bn_data`` with the statistics of the training rows set after training),
 ``maf_jax_mog`` the paper's MAF MoG (10 components), ``maf_jax_identity`` a MAF whose
 networks start at zero (``identity_init``). Several ``--seeds`` give the mean over
 seeds and its standard error (splits, initial weights and shuffles change with it).
@@ -150,8 +151,10 @@ def fit_functional(
 
 
 def run_maf_jax(train, val, test, epochs, seed, kind="maf"):
-    """maf_jax's MAF (``maf``), NSF (``nsf``), MAF with batch norms (``bn``), MAF MoG
-    with 10 components (``mog``) or MAF started as the identity (``identity``)."""
+    """maf_jax's MAF (``maf``), NSF (``nsf``), MAF with batch norms (``bn``: running
+    averages; ``bn_data``: then the statistics of every training row, the paper's
+    choice), MAF MoG with 10 components (``mog``) or MAF started as the identity
+    (``identity``)."""
     from flax import nnx
 
     from maf_jax import MAF, NSF, MAFMoG
@@ -162,7 +165,7 @@ def run_maf_jax(train, val, test, epochs, seed, kind="maf"):
         transforms=TRANSFORMS,
         randperm=True,
         hidden_features=(HIDDEN, HIDDEN),
-        batch_norm=kind == "bn",
+        batch_norm=kind.startswith("bn"),
         identity_init=kind == "identity",
         rngs=nnx.Rngs(seed),
     )
@@ -179,11 +182,16 @@ def run_maf_jax(train, val, test, epochs, seed, kind="maf"):
         model.update_batch_norms(x)
         return nnx.State.merge(new, nnx.state(model, nnx.BatchStat))
 
-    return fit_functional(
-        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, test, epochs, seed,
+    params, epochs_run = train_functional(
+        params, log_prob, jax.jit, jax.grad, optax.apply_updates, train, val, epochs, seed,
         train_log_prob=lambda p, x: log_prob(p, x, graphdef),
-        after_update=after_update if kind == "bn" else None,
+        after_update=after_update if kind.startswith("bn") else None,
     )  # fmt: skip
+    if kind == "bn_data":  # the paper's statistics: those of every training row
+        model = nnx.merge(eval_def, params, rest)
+        model.set_batch_norms(jnp.asarray(train))
+        params = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    return summary(jax.jit(log_prob)(params, test)), epochs_run
 
 
 def run_flowjax(train, val, test, epochs, seed, kind="maf"):
@@ -276,7 +284,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     names = [f"{lib}{kind}" for kind in ("", "_nsf") for lib in ("maf_jax", "zuko", "flowjax")]
-    names += [f"maf_jax_{kind}" for kind in ("bn", "mog", "identity")]
+    names += [f"maf_jax_{kind}" for kind in ("bn", "bn_data", "mog", "identity")]
     parser.add_argument("--libraries", nargs="+", default=names, choices=names)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -298,9 +306,11 @@ def main():
     stem = f"density_{args.dataset}" + (f"_{len(args.seeds)}_seeds" if len(args.seeds) > 1 else "")
     (args.out / f"{stem}.json").write_text(json.dumps(runs, indent=1))
     seeds = " ".join(map(str, args.seeds))
+    data = " --data ../shared/data/miniboone" if args.dataset == "miniboone" else ""
+    libraries = " ".join(args.libraries)
     lines = [
-        f"`python benchmarks/density.py {args.dataset} --seeds {seeds}`"
-        + (" --data ../shared/data/miniboone" if args.dataset == "miniboone" else ""),
+        f"`python benchmarks/density.py {args.dataset}{data} --seeds {seeds} "
+        f"--libraries {libraries}`",
         "",
         f"| {args.dataset} | test log-likelihood (nats), mean over seeds ± their standard "
         "error | per seed (± standard error over test rows) | epochs | seconds |",

@@ -26,8 +26,8 @@ from maf_jax.checkpoint.arrays import ArrayFileError
 from maf_jax.checkpoint.files import atomic_write
 from maf_jax.checkpoint.schema import ConfigError
 from maf_jax.core.masks import check_order
-from maf_jax.flows.autoregressive import Order
 from maf_jax.flows.standardized import Standardization
+from maf_jax.flows.transform import Order
 
 __all__ = ["CheckpointError", "check_values", "load", "save", "write"]
 
