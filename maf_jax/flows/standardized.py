@@ -43,8 +43,9 @@ class Standardized(nnx.Module):
     ``log p(x | c) = log p_flow((x - mean) / std | c') - sum(log std)`` and samples
     ``mean + std * x_flow``, where ``c' = (c - context_mean) / context_std``. For a
     flow with ``bounds`` (``flow.support``), ``x`` is first mapped to the real line
-    and the statistics are those of the mapped data: the map onto the support is
-    the outermost part, so samples stay inside it.
+    and the statistics are in the mapped units (``from_data`` carries the data's
+    own with ``Support.linearized``): the map onto the support is the outermost
+    part, so samples stay inside it.
 
     Args:
         flow: The flow on standardised data, e.g. a ``MAF``.
@@ -82,18 +83,20 @@ class Standardized(nnx.Module):
     def from_data(cls, flow: nnx.Module, data, context=None) -> Standardized:
         """Takes the statistics of ``data`` ``(n, features)`` and ``context``.
 
-        For a flow with ``bounds``, those of the data mapped to the real line.
+        For a flow with ``bounds``, carried to the real line by the map linearised
+        at the data's mean (``Support.linearized``).
 
         Raises:
             ValueError: For data on or outside the flow's bounds.
         """
         context_stats = statistics(context) if context is not None else (None, None)
+        stats = statistics(data)
         support = getattr(flow, "support", None)
         if support is not None:
             dtype = float_dtype(nnx.state(flow, nnx.Param))
             support.check(data, "data", dtype)
-            data = support.forward(jnp.asarray(data, dtype))
-        return cls(flow, *statistics(data), *context_stats)
+            stats = support.linearized(*(jnp.asarray(s, dtype) for s in stats))
+        return cls(flow, *stats, *context_stats)
 
     @property
     def features(self) -> int:

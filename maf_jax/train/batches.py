@@ -103,15 +103,10 @@ class Shards:
         )
         return x, c, weights, self.count * length
 
-    def statistics(self, context: bool = False, transform=None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation of every shard's training rows (``std = 1`` if constant).
-
-        Args:
-            context: Those of the contexts instead of the data.
-            transform: A function applied to the rows first, or ``None``.
-        """
+    def statistics(self, context: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of every shard's training rows (``std = 1`` if constant)."""
         rows = [s.c_train if context else s.x_train for s in self.local]
-        rows = [np.asarray(r if transform is None else transform(r), np.float64) for r in rows]
+        rows = [r.astype(np.float64) for r in rows]
         total = sum(self.train)
         mean = _every_shard(np.stack([r.sum(0) for r in rows]), self.count).sum(0) / total
         squares = np.stack([((r - mean) ** 2).sum(0) for r in rows])

@@ -217,7 +217,7 @@ def fit(
             never stops early.
         standardize: Whether to fit on standardised data, the statistics being
             stored in the returned ``Standardized`` model (for a flow with
-            ``bounds``, those of the data mapped to the real line).
+            ``bounds``, carried to the real line by ``Support.linearized``).
         progress: Whether to show a progress bar.
         mesh: Data-parallel training over the devices of this mesh: each step's
             batch is sharded along the mesh's first axis, parameters and optimiser
@@ -274,11 +274,10 @@ def fit(
 
     model = flow
     if standardize and not isinstance(flow, Standardized):
-        # with bounds, those of the data on the real line, where the flow standardises
+        stats = data_shards.statistics()
         support = _support(flow)
-        stats = data_shards.statistics(
-            transform=None if support is None else jax.jit(support.forward)
-        )
+        if support is not None:  # carried to the real line, where the flow standardises
+            stats = support.linearized(*(jnp.asarray(s, dtype) for s in stats))
         context_stats = data_shards.statistics(context=True) if context is not None else ()
         model = Standardized(flow, *stats, *context_stats)
     optimizer = optimizer or optax.adam(1e-3)

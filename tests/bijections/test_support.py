@@ -149,3 +149,12 @@ def test_data_on_or_beyond_a_bound_is_refused_naming_the_feature_and_bound():
     with pytest.raises(ValueError, match="upper bound 1.0"):
         support.check(np.array([[0.0, 1 - 1e-9]]), dtype=np.float32)
     support.check(np.array([[0.0, 1 - 1e-9]]), dtype=np.float64)
+
+
+def test_linearized_statistics_are_the_map_and_its_slope_at_the_mean():
+    mean, std = jnp.array([0.5, 2.0, -1.0, 4.0]), jnp.array([0.3, 1.0, 2.0, 0.5])
+    u, scale = SUPPORT.linearized(mean, std)
+    np.testing.assert_allclose(u, SUPPORT.forward(mean), rtol=1e-6)
+    slopes = jnp.diag(jax.jacfwd(SUPPORT.forward)(mean))
+    np.testing.assert_allclose(scale, std * slopes, rtol=1e-5)
+    assert float(scale[3]) == 0.5  # no bound: the identity
