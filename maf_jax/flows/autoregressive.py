@@ -162,6 +162,11 @@ class MAF(nnx.Module):
             batch_shape=batch_shape,
         )
 
+    def _normalized_steps(self, c) -> Chain:
+        if self.norms is None:
+            raise ValueError("this flow has no batch normalisation: build it with batch_norm=True")
+        return self.unconstrained(c).transform
+
     def update_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
         """Moves each batch normalisation's running averages toward a batch's.
 
@@ -170,7 +175,7 @@ class MAF(nnx.Module):
         (for ``Standardized``, the mapped and standardised data: call the model's
         own ``update_batch_norms``).
         """
-        steps = self.unconstrained(c).transform
+        steps = self._normalized_steps(c)
         self.norms.stacked.update(*input_statistics(steps.stacked, steps._broadcast(u)))
 
     def set_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
@@ -180,7 +185,7 @@ class MAF(nnx.Module):
         normalisation's mean and variance are those of every row of ``u`` at its
         input, the earlier ones normalising with the statistics just set.
         """
-        steps = self.unconstrained(c).transform
+        steps = self._normalized_steps(c)
         u, norms = steps._broadcast(u), self.norms.stacked
         for i in range(len(steps)):
             pair = steps[i]

@@ -110,6 +110,9 @@ def test_under_a_named_axis_the_batch_statistics_are_every_devices():
     assert not np.allclose(alone, whole[:64], atol=1e-3)
 
 
-def test_batch_norm_must_be_a_boolean():
+def test_batch_norm_must_be_a_boolean_and_a_flow_without_has_no_statistics():
     with pytest.raises(ValueError, match="batch_norm must be True or False, got 1"):
         MAF(2, batch_norm=1, rngs=nnx.Rngs(0))
+    for method in ("update_batch_norms", "set_batch_norms"):
+        with pytest.raises(ValueError, match="no batch normalisation: build it with batch_norm"):
+            getattr(MAF(2, rngs=nnx.Rngs(0)), method)(ROWS)
