@@ -92,7 +92,7 @@ def plot(
                     ax.set_xlabel(f"x{j}")
                 if j == 0:
                     ax.set_ylabel(f"x{i}")
-        axes[0, 0].legend(fontsize="small")
+        axes[0, 0].legend(fontsize="small", loc="upper right")  # "best" scans every point
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
