@@ -137,15 +137,16 @@ class MAFMoG(MAF):
         **kwargs,
     ):
         super().__init__(features, context, transforms, randperm, rngs=rngs, **kwargs)
+        transform = self.transforms.stacked  # the base's network takes its settings
         self.mixture = MADEMoG(
             features,
             context,
             components,
-            kwargs.get("hidden_features", (64, 64)),
-            kwargs.get("activation", jax.nn.relu),
+            transform.layout.hidden_features,
+            transform.hyper.activation,
             rngs=rngs,
             param_dtype=self.param_dtype,
-            precision=kwargs.get("precision", "highest"),
+            precision=transform.precision,
         )
 
     def base(self, c: jax.Array | None = None) -> AutoregressiveMixture:

@@ -108,14 +108,18 @@ class Standardized(nnx.Module):
         """The number of context features."""
         return self.flow.context
 
+    def _context(self, c):
+        """The context as the flow sees it: checked and standardised."""
+        if c is not None and self.context:
+            c = check_event(c, self.context, "context c", what="context")
+            c = (c - self.context_mean[...]) / self.context_std[...]
+        return c
+
     def _flow_inputs(self, x, c):
         """``x`` and ``c`` as the flow's transforms see them: mapped, standardised."""
         support = getattr(self.flow, "support", None)
         x = x if support is None else support.forward(x)
-        x = Standardize(self.mean[...], self.std[...]).forward(x)
-        if c is not None and self.context:
-            c = (c - self.context_mean[...]) / self.context_std[...]
-        return x, c
+        return Standardize(self.mean[...], self.std[...]).forward(x), self._context(c)
 
     def update_batch_norms(self, x, c=None) -> None:
         """The flow's ``update_batch_norms`` on rows ``x`` in the units of the data."""
@@ -127,9 +131,7 @@ class Standardized(nnx.Module):
 
     def __call__(self, c=None) -> NormalizingFlow:
         """Returns ``p(x | c)`` in the units of the data."""
-        if c is not None and self.context:
-            c = check_event(c, self.context, "context c", what="context")
-            c = (c - self.context_mean[...]) / self.context_std[...]
+        c = self._context(c)
         support = getattr(self.flow, "support", None)
         inner = self.flow(c) if support is None else self.flow.unconstrained(c)
         standardize = Standardize(self.mean[...], self.std[...])
