@@ -11,15 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maf_jax.bijections.autoregressive import AutoregressiveTransform
+from maf_jax.bijections.mixture import LOG_SCALE_BOUND, MixtureCDF
 from maf_jax.bijections.univariate import soft_bound
 from maf_jax.core import _pytree
 from maf_jax.core._checks import check_event
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import Weights, mlp
+from maf_jax.inverses.incremental import Incremental
 
 __all__ = ["AutoregressiveMixture", "DiagNormal", "NormalizingFlow"]
-
-LOG_SCALE_BOUND = -math.log(1e-3)  # mixture components' scales in (1e-3, 1e3)
 
 
 def _shape(shape) -> tuple[int, ...]:
@@ -79,11 +80,11 @@ class AutoregressiveMixture:
     features before it in ascending order, and the context); the log-scales are
     softly bounded, ``|log sigma| < log(1000)``.
 
-    ``log_prob`` is one network pass; ``sample`` takes one pass per feature (a
-    ``lax.scan``), drawing the component of feature ``i`` by inverting the CDF of
-    ``pi_i`` at a uniform number. The draw of a component is not differentiable:
-    gradients of samples reach the means and scales of the drawn components, not
-    the weights ``pi``. ``log_prob`` is exact and differentiable in everything.
+    ``log_prob`` is one network pass. ``sample`` maps standard normal noise through
+    the inverse of ``transform()``, the autoregressive bijection whose univariate map
+    is each feature's ``z = Phi^{-1}(F(u))`` (``MixtureCDF``): one incremental inverse,
+    about one network pass in all (a few Newton steps per feature), and samples
+    differentiable in every parameter, the mixture weights included.
 
     Attributes:
         weights: Masked ``(kernel, bias)`` pairs of the MADE, kernels ``(in, out)``,
@@ -146,29 +147,37 @@ class AutoregressiveMixture:
         log_normal = -0.5 * z**2 - log_scales - 0.5 * math.log(2 * math.pi)
         return jax.nn.logsumexp(log_weights + log_normal, axis=-1).sum(-1)
 
+    def transform(self) -> AutoregressiveTransform:
+        """The bijection from ``u`` to standard normal noise, feature by feature.
+
+        ``z_i = Phi^{-1}(F_i(u_i))`` with ``F_i`` the CDF of feature ``i``'s mixture
+        given ``u_<i`` and the context; its inverse draws ``u`` from ``z``.
+        """
+        components = self.components
+        return AutoregressiveTransform(
+            weights=self.weights,
+            order=jnp.arange(self.layout.features, dtype=jnp.int32),
+            context=self.context,
+            layout=self.layout,
+            univariate=MixtureCDF,
+            shapes=((components,),) * 3,
+            activation=self.activation,
+            precision=self.precision,
+            # one group: each group compiles its own copy of the univariate's Newton
+            # loop (MAF MoG, 43 features: 4.8 s to compile the sampler against 6.6 s
+            # with four, 208 against 202 ms to draw 4096 rows)
+            inverter=Incremental(groups=1),
+        )
+
     def sample(self, key: jax.Array, shape=()) -> jax.Array:
-        """Draws samples of shape ``(*shape, features)``, one feature per pass.
+        """Draws samples of shape ``(*shape, features)`` by the inverse of ``transform()``.
 
         ``shape`` broadcasts against the context batch shape, as ``DiagNormal``'s
         ``shape`` does against its batch.
         """
-        features = self.layout.features
-        shape = np.broadcast_shapes(_shape(shape), self.batch_shape) + (features,)
-        dtype = self.weights[-1][1].dtype
-        noise_key, choice_key = jax.random.split(key)
-        noise = jax.random.normal(noise_key, shape, dtype)
-        uniform = jax.random.uniform(choice_key, shape + (1,), dtype)
-
-        def step(u, i):
-            log_weights, means, log_scales = self.mixture(u)
-            below = jnp.cumsum(jnp.exp(log_weights), axis=-1) < uniform  # CDF under u
-            k = jnp.minimum(below.sum(-1, keepdims=True), self.components - 1)
-            mean, log_scale = (jnp.take_along_axis(a, k, -1)[..., 0] for a in (means, log_scales))
-            drawn = mean + jnp.exp(log_scale) * noise
-            return jnp.where(jnp.arange(features) == i, drawn, u), None
-
-        u, _ = jax.lax.scan(step, jnp.zeros(shape, dtype), jnp.arange(features))
-        return u
+        shape = np.broadcast_shapes(_shape(shape), self.batch_shape) + self.event_shape
+        noise = jax.random.normal(key, shape, self.weights[-1][1].dtype)
+        return self.transform().inverse(noise)
 
 
 @_pytree.dataclass

@@ -12,6 +12,7 @@ __all__ = [
     "Chain",
     "Compose",
     "FullPass",
+    "MixtureCDF",
     "MonotonicAffineTransform",
     "MonotonicRQSTransform",
     "RationalQuadraticSpline",
@@ -19,6 +20,7 @@ __all__ = [
     "Support",
     "batch_statistics",
     "full_pass_inverse",
+    "normal_quantile",
 ]
 
 __getattr__, __dir__ = exports(
@@ -30,6 +32,8 @@ __getattr__, __dir__ = exports(
         "batch_statistics": "maf_jax.bijections.batch_norm",
         "full_pass_inverse": "maf_jax.bijections.autoregressive",
         "Chain": "maf_jax.bijections.chain",
+        "MixtureCDF": "maf_jax.bijections.mixture",
+        "normal_quantile": "maf_jax.bijections.mixture",
         "MonotonicRQSTransform": "maf_jax.bijections.spline",
         "RationalQuadraticSpline": "maf_jax.bijections.spline",
         "Compose": "maf_jax.bijections.standardize",

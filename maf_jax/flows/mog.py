@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from maf_jax.bijections.mixture import LOG_SCALE_BOUND
 from maf_jax.core._checks import check_event, positive_int
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import as_precision
-from maf_jax.distributions import LOG_SCALE_BOUND, AutoregressiveMixture
+from maf_jax.distributions import AutoregressiveMixture
 from maf_jax.flows.autoregressive import MAF
 from maf_jax.nn.layers import MaskedMLP
 
@@ -99,8 +100,9 @@ class MAFMoG(MAF):
 
     The paper's MAF MoG: the ``transforms`` of a ``MAF`` map the data to ``u``, whose
     density is a MADE with ``components`` Gaussians per feature, conditional on the
-    context when the flow is. ``log_prob`` is exact; sampling draws ``u`` one feature
-    per network pass, then inverts the transforms in one pass.
+    context when the flow is. ``log_prob`` is exact; sampling draws ``u`` by the
+    base's own autoregressive inverse (``AutoregressiveMixture.transform``), then
+    inverts the transforms: each about one network pass.
 
     Args:
         features: The number of features.
