@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,12 @@ class MAF(nnx.Module):
             training mode (``flow.train()``, as built) and running averages in
             evaluation mode (``flow.eval()``); sampling always uses the running
             averages. ``maf_jax.fit`` switches the modes and updates the averages.
+        batch_norm_axis: The ``jax.pmap`` or ``shard_map`` axis whose devices'
+            rows the batch statistics cover (their mean and variance are averaged
+            over it), as ``axis_name`` of ``flax.nnx.BatchNorm``; ``None`` (the
+            default) for the rows in hand, which under ``jax.jit`` over a mesh
+            are already every device's. Not stored in checkpoints: it describes
+            the program, not the model (``flow.norms.stacked.axis_name``).
         param_dtype: The dtype of the parameters and of the base distribution.
         unroll: Longest chain whose forward is unrolled when differentiated
             (training compiles and runs faster through straight-line code; longer
@@ -89,6 +95,7 @@ class MAF(nnx.Module):
         order: Sequence[int] | None = None,
         bounds=None,
         batch_norm: bool = False,
+        batch_norm_axis: Hashable | None = None,
         param_dtype=jnp.float32,
         unroll: int = 10,
         **kwargs,
@@ -121,7 +128,11 @@ class MAF(nnx.Module):
         )
         if not isinstance(batch_norm, bool):
             raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
-        norms = (BatchNorm(features, param_dtype=param_dtype) for _ in orders)
+        if batch_norm_axis is not None and not batch_norm:
+            raise ValueError("batch_norm_axis names the batch norms' axis: give batch_norm=True")
+        norms = (
+            BatchNorm(features, param_dtype=param_dtype, axis_name=batch_norm_axis) for _ in orders
+        )
         self.norms = Stack(norms) if batch_norm else None
 
     @property

@@ -100,9 +100,10 @@ def _support(model):
 
 def _check_inputs(flow, data, context, dtype):
     data = check_rows(data, "data", flow.features, dtype)
-    if _support(flow) is not None:
+    support = _support(flow)
+    if support is not None:
         try:
-            _support(flow).check(data, "data", dtype)
+            support.check(data, "data", dtype)
         except ValueError as error:
             raise DataError(str(error)) from None
     if flow.context and context is None:

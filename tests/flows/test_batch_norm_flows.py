@@ -14,8 +14,11 @@ from maf_jax.flows.standardized import Standardized
 ROWS = jax.random.normal(jax.random.key(0), (256, 2)) * jnp.array([3.0, 0.5]) + 1.0
 
 
-def built(gain=1.0):
-    flow = MAF(2, transforms=3, hidden_features=(16,), batch_norm=True, rngs=nnx.Rngs(0))
+def built(gain=1.0, axis=None):
+    flow = MAF(
+        2, transforms=3, hidden_features=(16,), batch_norm=True, batch_norm_axis=axis,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
     return scramble(flow, gain=gain)
 
 
@@ -99,8 +102,7 @@ def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
 
 
 def test_under_a_named_axis_the_batch_statistics_are_every_devices():
-    flow = built()
-    flow.norms.stacked.axis_name = "devices"  # as under jax.pmap(..., axis_name="devices")
+    flow = built(axis="devices")  # as under jax.pmap(..., axis_name="devices")
     graphdef, state = nnx.split(flow)
     shards = ROWS.reshape(4, 64, 2)
     mapped = jax.vmap(lambda x: nnx.merge(graphdef, state)().log_prob(x), axis_name="devices")
@@ -113,6 +115,8 @@ def test_under_a_named_axis_the_batch_statistics_are_every_devices():
 def test_batch_norm_must_be_a_boolean_and_a_flow_without_has_no_statistics():
     with pytest.raises(ValueError, match="batch_norm must be True or False, got 1"):
         MAF(2, batch_norm=1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="batch_norm_axis names the batch norms' axis"):
+        MAF(2, batch_norm_axis="devices", rngs=nnx.Rngs(0))
     for method in ("update_batch_norms", "set_batch_norms"):
         with pytest.raises(ValueError, match="no batch normalisation: build it with batch_norm"):
             getattr(MAF(2, rngs=nnx.Rngs(0)), method)(ROWS)
