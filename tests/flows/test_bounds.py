@@ -9,7 +9,7 @@ import pytest
 from conftest import scramble
 from flax import nnx
 
-from maf_jax import MAF, NSF
+from maf_jax import MAF, NSF, MAFMoG
 from maf_jax.flows.standardized import Standardized
 
 BOX = [(-1.0, 1.0), (0.0, 2.0)]
@@ -48,7 +48,10 @@ def test_log_prob_outside_is_minus_infinity_never_nan(box_flow):
     assert log_prob.tolist() == [-math.inf] * 5
 
 
-@pytest.mark.parametrize("cls,kwargs", [(MAF, {}), (NSF, {"bins": 4}), (MAF, {"passes": 2})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [(MAF, {}), (NSF, {"bins": 4}), (MAF, {"passes": 2}), (MAFMoG, {"components": 3})],
+)
 def test_samples_lie_inside_on_every_feature(cls, kwargs):
     flow = scramble(cls(4, context=2, transforms=2, bounds=MIXED, rngs=nnx.Rngs(1), **kwargs))
     c = jax.random.normal(jax.random.key(0), (3, 2))
