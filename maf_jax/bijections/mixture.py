@@ -148,6 +148,7 @@ class MixtureCDF:
         start = jnp.sum(jnp.exp(log_weights) * ends, axis=-1)  # inside the bracket
         state = (0, ends.min(axis=-1), ends.max(axis=-1), start, False)
         x = jax.lax.while_loop(lambda s: (s[0] < NEWTON_STEPS) & ~s[4], step, state)[3]
+        x = jnp.where(jnp.isfinite(z), x, z)  # NaN stays NaN, infinities map to themselves
         log_pdf = self._log_tail_and_density(components, x, sign)[1]
         return x, -(log_pdf + 0.5 * z**2 + HALF_LOG_2PI)
 

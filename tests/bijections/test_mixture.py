@@ -84,3 +84,9 @@ def test_random_mixtures_round_trip_row_by_row(seed):
     t = MixtureCDF(logits, means, scales)
     z = 3 * jax.random.normal(keys[3], (50,))
     np.testing.assert_allclose(t.forward(t.inverse(z)), z, rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_noise_maps_to_itself():
+    x = mixture().inverse(jnp.array([jnp.nan, -jnp.inf, jnp.inf, 0.0]))
+    assert np.isnan(x[0]) and x[1] == -np.inf and x[2] == np.inf and np.isfinite(x[3])
+    assert np.isnan(mixture().forward(jnp.array([jnp.nan]))[0])
