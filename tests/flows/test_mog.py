@@ -118,7 +118,7 @@ def test_the_base_draws_each_feature_at_its_mixtures_quantile_of_the_noise(flow)
     # in float64) at u_i is Phi(z_i), each side computed from its own tail
     base = flow().base
     z = np.asarray(jax.random.normal(jax.random.key(3), (500, 2)) * 3)
-    u = base.transform().inverse(jnp.asarray(z))
+    u = jax.jit(lambda z: base.transform().inverse(z))(jnp.asarray(z))
     log_weights, means, log_scales = (np.asarray(a, np.float64) for a in base.mixture(u))
     scaled = (np.asarray(u, np.float64)[..., None] - means) / np.exp(log_scales)
     tails = [
@@ -136,11 +136,12 @@ def test_samples_are_differentiable_in_the_mixture_weights(flow):
     *hidden, (kernel, bias) = base.weights
     key = jax.random.key(4)
 
+    @jax.jit
     def loss(bias):
         weights = (*hidden, (kernel, bias))
         return (dataclasses.replace(base, weights=weights).sample(key, (256,)) ** 2).mean()
 
-    grad = jax.grad(loss)(bias)
+    grad = jax.jit(jax.grad(loss))(bias)
     components = 3
     for index in (0, 1, 3 * components + 2):  # feature 0's logits, feature 1's third
         step = jnp.zeros_like(bias).at[index].set(1e-2)
