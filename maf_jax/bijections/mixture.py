@@ -141,9 +141,14 @@ class MixtureCDF:
             h = sign * (log_tail - target)  # increases with x, zero at the solution
             low, high = jnp.where(h < 0, x, low), jnp.where(h > 0, x, high)
             newton = x - h / jnp.exp(log_pdf - log_tail)
-            new = jnp.where((newton > low) & (newton < high), newton, (low + high) / 2)
-            done = jnp.all(jnp.abs(new - x) <= tolerance * (1 + jnp.abs(x)))
-            return i + 1, low, high, new, done
+            # converged: h is rounding noise, or the step is; such a step is taken even
+            # where that noise moved the bracket's end past the solution
+            small = (jnp.abs(h) <= 4 * tolerance * (1 + jnp.abs(target))) | (
+                jnp.abs(newton - x) <= tolerance * (1 + jnp.abs(x))
+            )
+            inside = (newton >= low) & (newton <= high)
+            new = jnp.where(inside | small, newton, (low + high) / 2)
+            return i + 1, low, high, new, jnp.all(small)
 
         start = jnp.sum(jnp.exp(log_weights) * ends, axis=-1)  # inside the bracket
         state = (0, ends.min(axis=-1), ends.max(axis=-1), start, False)
