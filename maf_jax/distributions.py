@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maf_jax.bijections.autoregressive import AutoregressiveTransform
-from maf_jax.bijections.mixture import LOG_SCALE_BOUND, MixtureCDF
-from maf_jax.bijections.univariate import soft_bound
+from maf_jax.bijections.mixture import MixtureCDF
 from maf_jax.core import _pytree
 from maf_jax.core._checks import check_event
 from maf_jax.core.masks import MadeLayout
@@ -120,6 +119,17 @@ class AutoregressiveMixture:
         """The context's batch shape."""
         return () if self.context is None else self.context.shape[:-1]
 
+    def _mixtures(self, u: jax.Array) -> MixtureCDF:
+        """Every feature's mixture given ``u`` ``(*, features)`` (one network pass)."""
+        lead = np.broadcast_shapes(u.shape[:-1], self.batch_shape)
+        inputs = jnp.broadcast_to(u, (*lead, u.shape[-1]))
+        if self.context is not None:
+            context = jnp.broadcast_to(self.context, (*lead, self.context.shape[-1]))
+            inputs = jnp.concatenate([inputs, context], axis=-1)
+        out = mlp(self.weights, self.activation, inputs, self.precision, self.layout.wiring)
+        out = out.reshape(*lead, self.layout.features, 3, self.components)
+        return MixtureCDF(out[..., 0, :], out[..., 1, :], out[..., 2, :])
+
     def mixture(self, u: jax.Array):
         """Log-weights, means and log-scales of every feature's mixture given ``u``.
 
@@ -129,23 +139,12 @@ class AutoregressiveMixture:
         Returns:
             Three arrays of shape ``(*, features, K)``.
         """
-        lead = np.broadcast_shapes(u.shape[:-1], self.batch_shape)
-        inputs = jnp.broadcast_to(u, (*lead, u.shape[-1]))
-        if self.context is not None:
-            context = jnp.broadcast_to(self.context, (*lead, self.context.shape[-1]))
-            inputs = jnp.concatenate([inputs, context], axis=-1)
-        out = mlp(self.weights, self.activation, inputs, self.precision, self.layout.wiring)
-        out = out.reshape(*lead, self.layout.features, 3, self.components)
-        log_weights = jax.nn.log_softmax(out[..., 0, :], axis=-1)
-        return log_weights, out[..., 1, :], soft_bound(out[..., 2, :], LOG_SCALE_BOUND)
+        return self._mixtures(u).components()
 
     def log_prob(self, u: jax.Array) -> jax.Array:
         """Log-density of ``u`` of shape ``(*, features)``; returns shape ``(*)``."""
         u = check_event(u, self.layout.features, "u")
-        log_weights, means, log_scales = self.mixture(u)
-        z = (u[..., None] - means) * jnp.exp(-log_scales)
-        log_normal = -0.5 * z**2 - log_scales - 0.5 * math.log(2 * math.pi)
-        return jax.nn.logsumexp(log_weights + log_normal, axis=-1).sum(-1)
+        return self._mixtures(u).log_density(u).sum(-1)
 
     def transform(self) -> AutoregressiveTransform:
         """The bijection from ``u`` to standard normal noise, feature by feature.

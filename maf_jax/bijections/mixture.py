@@ -105,6 +105,14 @@ class MixtureCDF:
         log_weights = jax.nn.log_softmax(self.logits, axis=-1)
         return log_weights, self.means, log_scales, jnp.exp(-log_scales)
 
+    def components(self):
+        """Log-weights, means and log-scales of the mixtures, each ``(*, K)``."""
+        return self._components()[:3]
+
+    def log_density(self, x: jax.Array) -> jax.Array:
+        """``log f(x)``, elementwise."""
+        return self._log_tail_and_density(self._components(), x, jnp.ones_like(x))[1]
+
     @staticmethod
     def _log_tail_and_density(components, x: jax.Array, sign):
         """``log F(x)`` where ``sign`` is 1, ``log(1 - F(x))`` where -1, and ``log f(x)``."""
