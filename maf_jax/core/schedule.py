@@ -9,20 +9,25 @@ of each buffer instead of the whole, and most of the arithmetic runs as wide mat
 products.
 
 Blocks of one shape form a group, run by one ``lax.scan`` over its blocks, so that
-the compiled program does not grow with the number of steps.
+the compiled program does not grow with the number of steps. The regular blocks form
+one group in a few parts: a block's wide product reads the inputs that may be final
+before any block of its part, so more parts waste less arithmetic, and each adds one
+product per layer to the program (a ``lax.switch`` picks it), not a scan body.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 
 from maf_jax.core.masks import MadeLayout
 
 __all__ = ["Group", "Layer", "schedule", "with_null_units"]
+
+# Default blocks: about STEPS steps each, at most MOST (benchmarks/inverse_sweep.py).
+STEPS, MOST = 8, 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,8 @@ class Layer:
         inside: Inputs ``[inside[b, 0], inside[b, 1])`` become final within block
             ``b``, shape ``(blocks, 2)``.
         starts: First unit of the window at each step, shape ``(blocks, k)``.
+        befores: Inputs ``[0, befores[p])`` may be final before a block of part
+            ``p``: the size of that part's wide product.
     """
 
     width: int
@@ -43,11 +50,7 @@ class Layer:
     lo: np.ndarray
     inside: np.ndarray
     starts: np.ndarray
-
-    @property
-    def before(self) -> int:
-        """Inputs ``[0, before)`` may be final before a block of the group."""
-        return int(self.inside[:, 0].max())
+    befores: tuple[int, ...]
 
     @property
     def grows(self) -> bool:
@@ -68,6 +71,8 @@ class Group:
         output: The output layer's work; its units are the ``block * total``
             outputs of the features of each step.
         feature_starts: First feature of rank ``s`` at each step, ``(blocks, k)``.
+        parts: The part of each block, ``(blocks,)``: consecutive blocks, of one
+            size of wide product per part.
     """
 
     steps: np.ndarray
@@ -75,6 +80,7 @@ class Group:
     layers: tuple[Layer, ...]
     output: Layer
     feature_starts: np.ndarray
+    parts: np.ndarray
 
     @property
     def works(self) -> tuple[Layer, ...]:
@@ -95,16 +101,22 @@ def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndar
     return np.clip(start, 0, len(degree) - width).astype(np.int32)
 
 
-def _layer(starts: np.ndarray, width: int, units: int, inside: np.ndarray) -> Layer:
+def _layer(
+    starts: np.ndarray, width: int, units: int, inside: np.ndarray, parts: np.ndarray
+) -> Layer:
     """A layer's spans: from the first window of each block to the last."""
     lo = starts.min(axis=1)
     span = int((starts.max(axis=1) + width - lo).max())
     lo = np.minimum(lo, units - span).astype(np.int32)
-    return Layer(width, span, lo, inside.astype(np.int32), starts)
+    befores = tuple(int(inside[parts == p, 0].max()) for p in range(parts.max() + 1))
+    return Layer(width, span, lo, inside.astype(np.int32), starts, befores)
 
 
-def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
+def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool, parts: int = 1) -> Group:
     block, total, features = layout.block, layout.total, layout.features
+    part = np.concatenate(
+        [np.full(len(a), p) for p, a in enumerate(np.array_split(steps, parts))]
+    ).astype(np.int32)
     a, b = steps[:, 0], steps[:, -1] + 1
     # inputs of the first layer are features: rank r is final after step r
     before, inside = np.minimum(features, a * block), np.minimum(features, (b - 1) * block)
@@ -113,9 +125,8 @@ def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
         counts = (degree[None, :] == steps.reshape(-1, 1) - 1).sum(axis=1)
         width = max(1, int(counts.max()))
         starts = _window_starts(degree, steps, width)
-        layers.append(
-            _layer(starts, width, len(degree), np.stack([before, np.maximum(before, inside)], 1))
-        )
+        final = np.stack([before, np.maximum(before, inside)], 1)
+        layers.append(_layer(starts, width, len(degree), final, part))
         # next layer's inputs: units of degree d are final after step d + 1
         before = np.searchsorted(degree, a - 2, side="right")
         inside = np.searchsorted(degree, b - 2, side="right")
@@ -125,8 +136,9 @@ def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
         block * total,
         features * total,
         np.stack([before, np.maximum(before, inside)], 1),
+        part,
     )
-    return Group(steps, hidden, tuple(layers), output, feature_starts)
+    return Group(steps, hidden, tuple(layers), output, feature_starts, part)
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,18 +146,18 @@ def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> 
     """Groups the steps of the inverse into blocks, and blocks into groups.
 
     The steps before the first hidden unit, the step of the lowest degree (which
-    holds the remainder units), then ``blocks`` blocks of equal length over the
-    regular steps, in ``groups`` groups.
+    holds the remainder units), then one group of ``blocks`` blocks of equal length
+    over the regular steps, in ``groups`` parts.
 
     Args:
         layout: The MADE structure.
-        blocks: Number of regular blocks; ``ceil(sqrt(steps) / 2)`` by default,
-            which balances the reads of the wide products against those of the
-            steps (benchmarks/inverse_sweep.py).
-        groups: Most groups of regular blocks, each one ``lax.scan``, so that the
-            program does not grow with ``steps``. A block's wide product reads
-            every input final before the last block of its group: more groups
-            waste less arithmetic and compile more code.
+        blocks: Number of regular blocks; by default blocks of about 8 steps, at
+            most 8: the steps' arithmetic shrinks with more blocks, while each
+            block adds a product per layer to run and, with a part of its own,
+            to compile (benchmarks/inverse_sweep.py).
+        groups: Most parts of the regular blocks. A block's wide product reads
+            every input final before the last block of its part: more parts waste
+            less arithmetic, and each adds one product per layer to the program.
     """
     steps = np.arange(layout.steps)
     if not layout.hidden_features:
@@ -160,14 +172,12 @@ def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> 
     out = [_group(layout, head[None], False)] if head.size else []
     out += [_group(layout, peeled[None], True)] if peeled.size else []
     if rest.size:
-        count = min(blocks or math.ceil(math.sqrt(rest.size) / 2), rest.size)
+        count = min(blocks or min(MOST, -(-rest.size // STEPS)), rest.size)
         k = -(-rest.size // count)
         count = -(-rest.size // k)  # no block made only of repeats
         padded = np.concatenate([rest, np.full(count * k - rest.size, rest[-1])])
-        out += [
-            _group(layout, part, bool(layout.hidden_features))
-            for part in np.array_split(padded.reshape(count, k), min(groups, count))
-        ]
+        regular = padded.reshape(count, k)
+        out.append(_group(layout, regular, bool(layout.hidden_features), min(groups, count)))
     return tuple(out)
 
 

@@ -8,7 +8,9 @@ and the inverse of the features of rank ``s``. Steps are grouped into blocks
 the contributions of every input that is final; each step then adds only those of
 the inputs made final within the block, reading the block's spans of units, kept in
 small local buffers. Buffers are unit-major, ``(units, rows)``, so that windows and
-spans are contiguous rows.
+spans are contiguous rows. The regular blocks run in one ``lax.scan`` whatever their
+number; the size of their wide products changes with the part of the group they are
+in (``lax.switch``).
 
 References:
     Papamakarios et al., Masked Autoregressive Flow for Density Estimation, 2017,
@@ -76,12 +78,14 @@ class Offsets(NamedTuple):
         inside: Inputs ``[inside[0], inside[1])`` of the layer become final in the block.
         starts: First unit of each step's window, ``(k,)``, hidden layers only.
         feature_starts: First feature of each step's rank, ``(k,)``.
+        part: The part of the group the block is in (``Group.parts``).
     """
 
     lo: tuple[Any, ...]
     inside: tuple[Any, ...]
     starts: tuple[Any, ...]
     feature_starts: Any
+    part: Any
 
 
 class Block(NamedTuple):
@@ -119,8 +123,9 @@ def incremental_inverse(
         y: Noise of shape ``(*, features)``.
         chunk: Rows per chunk, processed one after another to bound the memory of
             the buffers, ``(hidden, chunk)`` per layer; ``None`` for all at once.
-        blocks: Blocks of regular steps; ``None`` for about ``sqrt(steps) / 2``.
-        groups: Most groups of blocks, each compiled once.
+        blocks: Blocks of regular steps; ``None`` for blocks of about 8 steps, at
+            most 8.
+        groups: Most sizes of the regular blocks' wide products (``schedule``).
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
@@ -173,9 +178,11 @@ class Incremental:
         chunk: Rows per chunk (``None``: all rows at once); chunks bound the
             buffers' memory and, on CPU, can keep them in cache
             (``benchmarks/inverse_sweep.py``).
-        blocks: Blocks of regular steps (``None``: about ``sqrt(steps) / 2``).
-        groups: Most groups of blocks, one ``lax.scan`` each: more waste less
-            arithmetic and compile more code.
+        blocks: Blocks of regular steps (``None``: blocks of about 8 steps, at
+            most 8).
+        groups: Most parts of the regular blocks, each with wide products of
+            its own size: more waste less arithmetic, and each adds a product
+            per layer to the program.
     """
 
     chunk: int | None = None
@@ -223,6 +230,7 @@ def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
             tuple(w.inside for w in group.works),
             tuple(w.starts for w in group.works[:-1]),
             group.feature_starts,
+            group.parts,
         )
         run = functools.partial(_block, t, net, group, y)
         if len(group.steps) == 1:  # one block: its offsets are constants
@@ -237,17 +245,17 @@ def _rows(a: jax.Array, start, size: int) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(a, start, size, axis=0)
 
 
-def _outer(t, weights: Pair, below: jax.Array, lo, work: Layer) -> jax.Array:
+def _outer(t, weights: Pair, below: jax.Array, lo, work: Layer, before: int) -> jax.Array:
     """Pre-activations of the span from its inputs final before the block.
 
-    Inputs ``[0, work.before)`` may be final, the others are not; those not final
-    yet are zeros in ``below``, so the product counts exactly the final ones
-    whatever the block of the group.
+    Inputs ``[0, before)`` may be final, the others are not; those not final yet
+    are zeros in ``below``, so the product counts exactly the final ones whatever
+    the block of the part.
     """
     w, b = (_rows(a, lo, work.span) for a in weights)
     pre = b[:, None] if b.ndim == 1 else b
-    if work.before > 0:
-        pre = pre + matmul(w[:, : work.before], below[: work.before], t.precision)
+    if before > 0:
+        pre = pre + matmul(w[:, :before], below[:before], t.precision)
     return jnp.broadcast_to(pre, (work.span, below.shape[1]))
 
 
@@ -292,7 +300,17 @@ def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: O
     weights = [*net.hidden[: len(works)], net.output]
     belows = [carry.x, *carry.units[: len(works)]] if works else [(carry.x, *carry.units)[-1]]
     below_spans = [(feature_lo, feature_span), *((lo, w.span) for lo, w in zip(offsets.lo, works))]
-    outer = [_outer(t, *args) for args in zip(weights, belows, offsets.lo, group.works)]
+
+    def products(befores):
+        args = zip(weights, belows, offsets.lo, group.works, befores, strict=True)
+        return [_outer(t, *a) for a in args]
+
+    # the part's products, one size per layer; lax.switch picks them
+    parts = list(zip(*(work.befores for work in group.works)))
+    if len(set(parts)) == 1:
+        outer = products(parts[0])
+    else:
+        outer = jax.lax.switch(offsets.part, [functools.partial(products, p) for p in parts])
     inner = [
         _inner(w, lo, work, *below, inside) if work.grows else None
         for (w, _), lo, work, below, inside in zip(

@@ -138,7 +138,7 @@ def test_narrow_network_leaves_no_output_without_inputs():
 def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, blocks, groups):
     layout = MadeLayout(features, context, passes, hidden, 2)
     plan = schedule(layout, blocks, groups)
-    assert len(plan) <= 2 + groups  # head, peeled step, then at most `groups`
+    assert len(plan) <= 3  # head, peeled step, then one group of the regular blocks
     steps = np.concatenate([g.steps.ravel() for g in plan])
     # each step once, in order; the last one repeated to fill the last block
     np.testing.assert_array_equal(np.unique(steps), np.arange(layout.steps))
@@ -151,6 +151,8 @@ def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, 
             for b in range(len(g.steps)):
                 lo, (first, last) = work.lo[b], work.inside[b]
                 assert first <= last
+                # the part's wide product reads every input final before the block
+                assert work.befores[g.parts[b]] >= first
                 for step, start in zip(g.steps[b], work.starts[b]):
                     window = np.arange(start, start + work.width)
                     assert lo <= start and start + work.width <= lo + work.span
@@ -168,7 +170,22 @@ def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, 
 def test_groups_do_not_grow_with_features():
     for features in (64, 256, 1024):
         plan = schedule(MadeLayout(features, 0, features, (128, 128), 2))
-        assert len(plan) <= 2 + 4, features
+        assert len(plan) == 3, features
+        assert len(plan[-1].steps) == 8  # blocks at most 8
+
+
+@pytest.mark.parametrize("groups,exact", [(8, True), (2, False)])
+def test_parts_size_each_blocks_product(groups, exact):
+    """One part per block reads exactly the inputs final before it; fewer parts
+    read those before their last block."""
+    layout = MadeLayout(64, 0, 64, (128, 128), 2)
+    regular = schedule(layout, 8, groups)[-1]
+    np.testing.assert_array_equal(regular.parts, np.arange(8) // (8 // min(groups, 8)))
+    for work in regular.works:
+        before = work.inside[:, 0]
+        sizes = np.asarray(work.befores)[regular.parts]
+        assert (sizes >= before).all()
+        assert (sizes == before).all() == exact
 
 
 def test_uniform_degrees_give_uniform_windows():
