@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import iter_eqns, scramble
 from flax import nnx
-from test_bijections import CONFIGS, CONTEXT, MixedScaleAffine
+from transform_configs import CONFIGS, CONTEXT, MixedScaleAffine
 
 from maf_jax import FullPass, Incremental, MaskedAutoregressiveTransform
 from maf_jax.bijections.autoregressive import full_pass_inverse

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import scramble
 from flax import nnx
-from test_bijections import CONFIGS, CONTEXT, FEATURES
+from transform_configs import CONFIGS, CONTEXT, FEATURES
 
 from maf_jax import MAF, MaskedAutoregressiveTransform
 from maf_jax.bijections.autoregressive import full_pass_inverse
