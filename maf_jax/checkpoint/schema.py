@@ -19,7 +19,7 @@ from maf_jax.bijections.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.bijections.entries import UNIVARIATES, parameter_shapes
 from maf_jax.bijections.registry import entry_of
 from maf_jax.bijections.spline import RationalQuadraticSpline
-from maf_jax.bijections.support import Support
+from maf_jax.bijections.support import LINKS, Support
 from maf_jax.core.graph import check_adjacency, with_diagonal
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
@@ -43,6 +43,7 @@ DEFAULTS = {
     "residual": False,
     "identity_init": False,
     "bounds": None,
+    "link": "logit",  # the only map of two finite bounds before the probit
     "base": {"name": "normal"},
     "batch_norm": False,
 }
@@ -101,6 +102,7 @@ def describe(model) -> dict:
         residual=layout.residual,
         identity_init=first.identity_init,
         bounds=None if flow.support is None else flow.support.pairs(),
+        link="probit" if flow.support is None else flow.support.link,
         batch_norm=flow.norms is not None,
         base=(
             dict(name="mog", components=flow.mixture.components)
@@ -227,6 +229,8 @@ def _check_adjacency(config: dict) -> None:
 def _check_bounds(config: dict) -> None:
     """Bounds, if any: ``[lower, upper]`` per feature, numbers or null (none)."""
     bounds = config["bounds"]
+    if config["link"] not in LINKS:
+        raise ConfigError(f"link must be one of {list(LINKS)}, got {config['link']!r}")
     if bounds is None:
         return
 
@@ -240,7 +244,7 @@ def _check_bounds(config: dict) -> None:
             f"got {bounds!r}"
         )
     try:
-        Support.of(bounds, config["features"])
+        Support.of(bounds, config["features"], config["link"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -309,6 +313,7 @@ def build(config: dict):
         residual=config["residual"],
         identity_init=config["identity_init"],
         bounds=config["bounds"],
+        link=config["link"],
         batch_norm=config["batch_norm"],
         rngs=nnx.Rngs(0),
     )

@@ -133,6 +133,7 @@ def _fit(args) -> dict:
         transforms=args.transforms,
         randperm=args.randperm,
         bounds=args.bounds,
+        link=args.link,
         batch_norm=args.batch_norm,
         passes=args.passes,
         hidden_features=tuple(args.hidden),

@@ -207,6 +207,11 @@ def parser() -> argparse.ArgumentParser:
         "rows on or beyond a bound are refused; write --bounds=-1:1 for a negative bound",
     )  # fmt: skip
     fit.add_argument(
+        "--link", choices=["probit", "logit"], default="probit",
+        help="the map of a feature with two finite bounds to the real line (default: probit, "
+        "whose Gaussian tails the flow draws well; logit is sbi's)",
+    )  # fmt: skip
+    fit.add_argument(
         "--batch-norm", action="store_true",
         help="a batch normalisation after every transform (the paper's MAF); the model "
         "evaluates and samples with running averages of the training batches' statistics",

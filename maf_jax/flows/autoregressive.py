@@ -14,7 +14,7 @@ from maf_jax.bijections.batch_norm import batch_statistics, input_statistics
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
 from maf_jax.bijections.standardize import Compose
-from maf_jax.bijections.support import Support
+from maf_jax.bijections.support import LINKS, Support
 from maf_jax.core._checks import positive_int
 from maf_jax.core.masks import check_order
 from maf_jax.distributions import DiagNormal, NormalizingFlow
@@ -50,6 +50,10 @@ class MAF(nnx.Module):
             line and ``maf_jax.bijections.Support`` maps it onto the support:
             samples always lie strictly inside, ``log_prob`` stays exact and is
             ``-inf`` outside. ``None`` (the default): the real line.
+        link: How a feature with two finite bounds ``a < b`` maps to the real
+            line: ``"probit"`` (``Phi^{-1}((x - a) / (b - a))``, the default: the
+            density at a bound becomes a Gaussian tail, which the flow draws well)
+            or ``"logit"`` (sbi's map; flows saved before the probit use it).
         batch_norm: Whether a batch normalisation follows every transform (the
             paper's MAF): ``maf_jax.nn.BatchNorm``, with batch statistics in
             training mode (``flow.train()``, as built) and running averages in
@@ -94,6 +98,7 @@ class MAF(nnx.Module):
         rngs: nnx.Rngs,
         order: Sequence[int] | None = None,
         bounds=None,
+        link: str = "probit",
         batch_norm: bool = False,
         batch_norm_axis: Hashable | None = None,
         param_dtype=jnp.float32,
@@ -101,7 +106,9 @@ class MAF(nnx.Module):
         **kwargs,
     ):
         features = positive_int(features, "features")
-        self.support = None if bounds is None else Support.of(bounds, features)
+        if link not in LINKS:
+            raise ValueError(f"link: expected one of {LINKS}, got {link!r}")
+        self.support = None if bounds is None else Support.of(bounds, features, link)
         transforms = positive_int(transforms, "transforms")
         self.unroll = positive_int(unroll, "unroll", minimum=0)
         if randperm and order is not None:

@@ -6,11 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import logit, ndtri
 
 from maf_jax.bijections import Support
 
 # per feature: both bounds, a lower one, an upper one, none
-SUPPORT = Support.of([(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)], features=4)
+MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
+SUPPORT = Support.of(MIXED, features=4)
+LINKS = {"probit": ndtri, "logit": logit}  # the map of two finite bounds, from scipy
+SUPPORTS = [Support.of(MIXED, 4, link) for link in LINKS]
 INSIDE = jnp.array(
     [
         [0.3, 0.6, -5.0, 7.0],
@@ -21,14 +25,15 @@ INSIDE = jnp.array(
 )
 
 
-def test_values_are_the_documented_maps():
-    u = SUPPORT.forward(INSIDE)
+@pytest.mark.parametrize("link", LINKS)
+def test_values_are_the_documented_maps(link):
+    u = Support.of(MIXED, 4, link).forward(INSIDE)
     x = np.asarray(INSIDE, np.float64)
     # written out independently, in float64
     t = (x[:, 0] + 1.0) / 3.0
     expected = np.stack(
         [
-            np.log(t / (1 - t)),
+            LINKS[link](t),
             np.log(np.expm1(x[:, 1] - 0.5)),
             -np.log(np.expm1(3.0 - x[:, 2])),
             x[:, 3],
@@ -38,19 +43,21 @@ def test_values_are_the_documented_maps():
     np.testing.assert_allclose(u, expected, rtol=2e-4, atol=1e-5)
 
 
-def test_inverse_undoes_forward_and_log_dets_cancel():
-    u, forward = SUPPORT.forward_and_log_det(INSIDE)
-    x, inverse = SUPPORT.inverse_and_log_det(u)
+@pytest.mark.parametrize("support", SUPPORTS)
+def test_inverse_undoes_forward_and_log_dets_cancel(support):
+    u, forward = support.forward_and_log_det(INSIDE)
+    x, inverse = support.inverse_and_log_det(u)
     np.testing.assert_allclose(x, INSIDE, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(forward + inverse, 0.0, atol=2e-5)
 
 
+@pytest.mark.parametrize("support", SUPPORTS)
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
-def test_log_det_is_the_jacobians(direction):
-    points = INSIDE if direction == "forward" else SUPPORT.forward(INSIDE)
-    function = getattr(SUPPORT, direction)
+def test_log_det_is_the_jacobians(support, direction):
+    points = INSIDE if direction == "forward" else support.forward(INSIDE)
+    function = getattr(support, direction)
     jacobian = jax.vmap(jax.jacfwd(function))(points)
-    _, ladj = getattr(SUPPORT, f"{direction}_and_log_det")(points)
+    _, ladj = getattr(support, f"{direction}_and_log_det")(points)
     np.testing.assert_allclose(ladj, jnp.linalg.slogdet(jacobian)[1], rtol=1e-5, atol=1e-4)
 
 
@@ -65,8 +72,9 @@ def test_log_det_is_the_jacobians(direction):
         ([0.0, 1.0, 0.0, math.nan], math.nan),  # NaN stays NaN
     ],
 )
-def test_log_det_outside_is_minus_infinity_and_u_stays_finite(row, expected):
-    u, ladj = SUPPORT.forward_and_log_det(jnp.array(row))
+@pytest.mark.parametrize("support", SUPPORTS)
+def test_log_det_outside_is_minus_infinity_and_u_stays_finite(support, row, expected):
+    u, ladj = support.forward_and_log_det(jnp.array(row))
     if math.isnan(expected):
         assert math.isnan(float(ladj))
     else:
@@ -74,9 +82,10 @@ def test_log_det_outside_is_minus_infinity_and_u_stays_finite(row, expected):
         assert bool(jnp.isfinite(u).all())
 
 
-def test_samples_stay_strictly_inside_at_the_ends():
+@pytest.mark.parametrize("link", LINKS)
+def test_samples_stay_strictly_inside_at_the_ends(link):
     dtype = jnp.float32
-    support = Support.of([(-1.0, 2.0), (0.0, None), (None, 0.0), (1e4, 1e4 + 1)], features=4)
+    support = Support.of([(-1.0, 2.0), (0.0, None), (None, 0.0), (1e4, 1e4 + 1)], 4, link)
     u = jnp.array([[-1e4, -1e4, 1e4, -1e4], [1e4, 1e4, -1e4, 1e4], [-90, -90, 90, 90]], dtype)
     x, ladj = support.inverse_and_log_det(u)
     assert x.dtype == dtype
@@ -86,13 +95,14 @@ def test_samples_stay_strictly_inside_at_the_ends():
     assert bool(jnp.isfinite(ladj).all())
 
 
-def test_gradients_are_finite_next_to_the_bounds():
+@pytest.mark.parametrize("support", SUPPORTS)
+def test_gradients_are_finite_next_to_the_bounds(support):
     near = jnp.array([[-1.0 + 1e-6, 0.5 + 1e-7, 3.0 - 1e-6, 0.0], [2.0 - 2e-7, 1e-3, 2.9, 5.0]])
-    grads = jax.grad(lambda x: jnp.sum(SUPPORT.forward_and_log_det(x)[1]))(near)
+    grads = jax.grad(lambda x: jnp.sum(support.forward_and_log_det(x)[1]))(near)
     assert bool(jnp.isfinite(grads).all()), grads
     far = jnp.array([[-80.0, -90.0, 90.0, 1e3], [80.0, 90.0, -90.0, -1e3]])
     for output in (0, 1):
-        grads = jax.grad(lambda u, i=output: jnp.sum(SUPPORT.inverse_and_log_det(u)[i]))(far)
+        grads = jax.grad(lambda u, i=output: jnp.sum(support.inverse_and_log_det(u)[i]))(far)
         assert bool(jnp.isfinite(grads).all()), grads
 
 
@@ -136,6 +146,27 @@ def test_bounds_are_read_per_feature_or_for_all(bounds, features, expected):
 def test_bad_bounds_are_refused_by_name(bounds, match):
     with pytest.raises(ValueError, match=match):
         Support.of(bounds, 2)
+
+
+def test_another_link_is_refused_naming_the_links():
+    expected = r"link: expected one of \('probit', 'logit'\), got 'tanh'"
+    with pytest.raises(ValueError, match=expected):
+        Support.of((0, 1), 2, link="tanh")
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_float32_is_exact_at_both_ends(link):
+    # distances to a bound that float32 holds exactly, near each end of (0, 1)
+    near = np.array([2.0**-20, 2.0**-10, 0.25, 0.5 - 2.0**-10])
+    x = jnp.asarray(np.concatenate([near, 1 - near]), jnp.float32)[:, None]
+    u, ladj = Support.of((0, 1), 1, link).forward_and_log_det(x)
+    expected = LINKS[link](np.concatenate([near, 1 - near]))
+    np.testing.assert_allclose(u[:, 0], expected, rtol=2e-6)
+    slope = {
+        "probit": lambda u: -np.log(np.exp(-(u**2) / 2) / math.sqrt(2 * math.pi)),
+        "logit": lambda u: -np.log(np.exp(u) / (1 + np.exp(u)) ** 2),
+    }[link](expected)
+    np.testing.assert_allclose(ladj, slope, rtol=2e-6)
 
 
 def test_data_on_or_beyond_a_bound_is_refused_naming_the_feature_and_bound():

@@ -190,16 +190,17 @@ def test_batch_norms_round_trip_and_load_evaluating(tmp_path):
         checkpoint.load(tmp_path / "bad.npz")
 
 
-@pytest.mark.parametrize("standardized", [False, True])
-def test_bounds_are_stored_and_restored(tmp_path, standardized):
+@pytest.mark.parametrize("standardized,link", [(False, "probit"), (True, "logit")])
+def test_bounds_are_stored_and_restored(tmp_path, standardized, link):
     bounds = [(0.0, 1.0), (None, 2.5), (-3.0, None), (None, None)]
-    model = scramble(MAF(4, context=1, transforms=2, bounds=bounds, rngs=nnx.Rngs(0)))
+    model = scramble(MAF(4, context=1, transforms=2, bounds=bounds, link=link, rngs=nnx.Rngs(0)))
     if standardized:
         model = Standardized(model, [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 0.5, 3.0])
     loaded = checkpoint.load(checkpoint.save(tmp_path / "m.npz", model))
     flow = loaded.flow if standardized else loaded
     assert flow.support.lower == (0.0, -np.inf, -3.0, -np.inf)
     assert flow.support.upper == (1.0, 2.5, np.inf, np.inf)
+    assert flow.support.link == link
     c = jnp.ones((5, 1))
     x = model(c).sample(jax.random.key(0))
     np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
@@ -209,6 +210,30 @@ def test_bounds_are_stored_and_restored(tmp_path, standardized):
     with np.load(tmp_path / "m.npz") as archive:
         config = json.loads(archive["__config__"].tobytes())
     assert config["bounds"] == [[0.0, 1.0], [None, 2.5], [-3.0, None], [None, None]]
+    assert config["link"] == link
+
+
+def test_bounded_files_written_before_the_probit_keep_the_logit(tmp_path):
+    flow = scramble(MAF(2, transforms=2, bounds=(0, 1), link="logit", rngs=nnx.Rngs(0)))
+    path = checkpoint.save(tmp_path / "f.npz", flow)
+
+    def config(change):
+        def rewrite_config(arrays):
+            settings = json.loads(arrays["__config__"].tobytes())
+            change(settings)
+            arrays["__config__"] = np.frombuffer(json.dumps(settings).encode(), np.uint8)
+
+        return rewrite_config
+
+    rewrite(path, tmp_path / "old.npz", config(lambda settings: settings.pop("link")))
+    loaded = checkpoint.load(tmp_path / "old.npz")
+    assert loaded.support.link == "logit"
+    x = jnp.array([[0.5, 1e-3], [0.999, 0.2]])
+    np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
+    rewrite(path, tmp_path / "bad.npz", config(lambda settings: settings.update(link="tanh")))
+    expected = r"link must be one of \['probit', 'logit'\], got 'tanh'"
+    with pytest.raises(CheckpointError, match=expected):
+        checkpoint.load(tmp_path / "bad.npz")
 
 
 def test_an_inverse_that_cannot_be_rebuilt_is_refused(tmp_path):

@@ -114,9 +114,10 @@ def test_a_residual_identity_started_spline_flow_is_fitted_saved_and_sampled(fil
 def test_a_flow_on_bounds_is_fitted_saved_and_sampled_inside(files, capsys):
     model = files / "bounded.npz"
     argv = ["fit", str(files / "data.npy"), "-o", str(model), *SMALL]
-    assert main([*argv, "--bounds=-10:,:,-20:30"]) == 0
+    assert main([*argv, "--bounds=-10:,:,-20:30", "--link", "logit"]) == 0
     support = checkpoint.load(model).flow.support
     assert (support.lower, support.upper) == ((-10.0, -np.inf, -20.0), (np.inf, np.inf, 30.0))
+    assert support.link == "logit"
     out = files / "bounded_samples.npy"
     assert main(["sample", str(model), "-n", "20000", "-o", str(out), "--no-progress"]) == 0
     x = np.load(out)
@@ -127,6 +128,8 @@ def test_a_flow_on_bounds_is_fitted_saved_and_sampled_inside(files, capsys):
     assert "one pair per feature (shape (3, 2))" in capsys.readouterr().err
     assert main([*argv, "--bounds", "0-1"]) == 2
     assert "--bounds: expected LOW:HIGH pairs" in capsys.readouterr().err
+    assert main([*argv, "--bounds", "0:1", "--link", "tanh"]) == 2
+    assert "--link: invalid choice: 'tanh' (choose from" in capsys.readouterr().err
 
 
 def test_a_maf_mog_is_fitted_saved_and_sampled(files):

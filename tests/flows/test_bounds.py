@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import scramble
 from flax import nnx
+from scipy.special import expit, logit, ndtri
+from scipy.stats import norm
 
 from maf_jax import MAF, NSF, MAFMoG
 from maf_jax.flows.standardized import Standardized
@@ -17,29 +19,44 @@ BOX = [(-1.0, 1.0), (0.0, 2.0)]
 MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
 
 
-@pytest.fixture(scope="module")
-def box_flow():
+@pytest.fixture(scope="module", params=["probit", "logit"])
+def box_flow(request):
     # a wide generic flow: its mass presses against the bounds
-    return scramble(MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOX, rngs=nnx.Rngs(0)))
+    flow = MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOX, link=request.param,
+               rngs=nnx.Rngs(0))  # fmt: skip
+    return scramble(flow)
 
 
 def test_density_integrates_to_one_over_the_box(box_flow):
-    cells = 800
-    xs = -1 + 2 * (np.arange(cells) + 0.5) / cells  # midpoints
-    ys = 2 * (np.arange(cells) + 0.5) / cells
+    # midpoints of cells that shrink geometrically toward each bound, to 1e-6 of the
+    # width: the probit's density may grow without bound at a bound
+    edge = np.geomspace(1e-6, 0.02, 120)
+    share = np.concatenate([[0.0], edge, np.linspace(0.02, 0.98, 700)[1:-1], 1 - edge[::-1], [1]])
+    mid, size = (share[1:] + share[:-1]) / 2, np.diff(share)
+    xs, ys = -1 + 2 * mid, 2 * mid  # both boxes are 2 wide
     grid = jnp.asarray(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), jnp.float32)
     density = np.exp(np.asarray(jax.jit(lambda x: box_flow().log_prob(x))(grid), np.float64))
-    mass = density.sum() * (2 / cells) * (2 / cells)
+    mass = density @ np.outer(2 * size, 2 * size).reshape(-1)
     assert abs(mass - 1) < 2e-3, mass
 
 
 def test_log_prob_is_the_unconstrained_flows_plus_the_maps_log_det(box_flow):
-    x = jnp.array([[0.3, 1.2], [-0.999, 1e-3], [0.99, 1.999]])
-    u = jnp.stack([jnp.log((x[:, 0] + 1) / (1 - x[:, 0])), jnp.log(x[:, 1] / (2 - x[:, 1]))], 1)
-    # log|du/dx| of the two logistic maps, written out
-    ladj = jnp.log(2 / ((x[:, 0] + 1) * (1 - x[:, 0]))) + jnp.log(2 / (x[:, 1] * (2 - x[:, 1])))
-    expected = box_flow.unconstrained().log_prob(u) + ladj
-    np.testing.assert_allclose(box_flow().log_prob(x), expected, rtol=1e-5, atol=1e-5)
+    x = np.array([[0.3, 1.2], [-0.999, 1e-3], [0.99, 1.999]], np.float32).astype(np.float64)
+    share = (x - [-1.0, 0.0]) / 2  # both features' boxes are 2 wide
+    # the maps and log|du/dx| = -log(2 dt/du), written out with scipy
+    if box_flow.support.link == "probit":
+        u = ndtri(share)
+        ladj = -np.log(2 * norm.pdf(u)).sum(1)
+    else:
+        u = logit(share)
+        ladj = -np.log(2 * expit(u) * expit(-u)).sum(1)
+    mapped = box_flow.support.forward(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(mapped, u, rtol=1e-6, atol=1e-6)
+    # the unconstrained density at the support's own u: a wide flow's log density
+    # is too steep for u rounded apart from it
+    expected = box_flow.unconstrained().log_prob(mapped) + ladj
+    log_prob = box_flow().log_prob(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-5)
 
 
 def test_log_prob_outside_is_minus_infinity_never_nan(box_flow):
@@ -88,18 +105,18 @@ def test_standardized_standardises_on_the_real_line_and_keeps_samples_inside():
     data = np.stack([rng.beta(0.5, 0.5, 2000), rng.exponential(3.0, 2000)], 1)
     model = Standardized.from_data(flow, data)
     # the data's mean and standard deviation through the maps linearised at the mean:
-    # logit(m) and s / (m (1 - m)); log(expm1(m)) and s / (1 - e^-m)
+    # probit(m) and s / phi(probit(m)); log(expm1(m)) and s / (1 - e^-m)
     m, s = data.mean(0), data.std(0)
-    mean = [math.log(m[0] / (1 - m[0])), math.log(math.expm1(m[1]))]
-    std = [s[0] / (m[0] * (1 - m[0])), s[1] / -math.expm1(-m[1])]
+    mean = [ndtri(m[0]), math.log(math.expm1(m[1]))]
+    std = [s[0] / norm.pdf(ndtri(m[0])), s[1] / -math.expm1(-m[1])]
     np.testing.assert_allclose(model.mean[...], mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.std[...], std, rtol=1e-5)
     x = np.asarray(model().sample(jax.random.key(0), (20_000,)))
     assert (x > 0).all() and (x[:, 0] < 1).all()
     # one standardised step: log p(x) = log p_flow((u - mean) / std) - sum log std + log|du/dx|
     point = jnp.array([[0.25, 2.0]])
-    u = jnp.array([[math.log(1 / 3), math.log(math.expm1(2.0))]])
-    ladj = math.log(1 / (0.25 * 0.75)) - math.log(-math.expm1(-2.0))
+    u = jnp.array([[ndtri(0.25), math.log(math.expm1(2.0))]])
+    ladj = -math.log(norm.pdf(ndtri(0.25))) - math.log(-math.expm1(-2.0))
     inner = flow.unconstrained().log_prob((u - model.mean[...]) / model.std[...])
     expected = inner - jnp.log(model.std[...]).sum() + ladj
     np.testing.assert_allclose(model().log_prob(point), expected, rtol=1e-5)
@@ -121,3 +138,10 @@ def test_from_data_refuses_rows_on_a_bound():
 def test_bad_bounds_are_refused_at_construction(bounds, match):
     with pytest.raises(ValueError, match=match):
         MAF(2, bounds=bounds, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("bounds", [None, (0, 1)])
+def test_another_link_is_refused_with_or_without_bounds(bounds):
+    expected = r"link: expected one of \('probit', 'logit'\), got 'tanh'"
+    with pytest.raises(ValueError, match=expected):
+        MAF(2, bounds=bounds, link="tanh", rngs=nnx.Rngs(0))
