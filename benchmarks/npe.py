@@ -8,18 +8,21 @@ transforms with hidden (50, 50) (sbi's default estimator), trained by the loop o
 - ``gaussian_box``: theta uniform on [-3, 3]^5, x = theta + N(0, I): posteriors are
   normals truncated to the box, wide against it.
 
-For maf_jax without and with ``bounds`` (the prior's box), zuko and flowjax: the
+For maf_jax's MAF and NSF without and with ``bounds`` (the prior's box; ``--link``
+picks the map, probit by default), and zuko's and flowjax's MAF and NSF (``_nsf``:
+rational-quadratic splines of 8 bins on [-5, 5], the same networks): the
 fraction of posterior draws outside the prior (10,000 per observation, for 20
 observations of held-out simulations), the held-out mean log q(theta | x) on 2,000
 fresh simulations (nats, higher is better; the flows without bounds also spend mass
 outside the box), the seconds to draw 10,000 accepted samples (draws of 10,000 until
 10,000 lie inside, the sampler compiled first; mean over 5 observations), and the
-seconds to train.
+seconds to train. Under the table, each bounded flow's held-out log q minus its
+unbounded twin's, paired by seed.
 
     python benchmarks/npe.py two_moons --seeds 0 1 2
     python benchmarks/npe.py gaussian_box --seeds 0 1 2
 
-Writes benchmarks/results/npe_<task>.json and .md.
+Writes benchmarks/results/npe_<task>.json and .md (npe_<task>_logit.* with ``--link logit``).
 """
 
 from __future__ import annotations
@@ -54,19 +57,20 @@ def simulate(task: str, rng: np.random.Generator, n: int):
     return theta, theta + rng.normal(size=(n, 5)), (-3.0, 3.0)
 
 
-def run_maf_jax(data, seed, epochs, bounded):
+def run_maf_jax(data, seed, epochs, nsf=False, bounded=False, link="probit"):
     from flax import nnx
 
-    from maf_jax import MAF
+    from maf_jax import MAF, NSF
     from maf_jax.flows.standardized import Standardized
 
     (theta, x), (theta_val, x_val), low_high = data
-    flow = MAF(
+    flow = (NSF if nsf else MAF)(
         theta.shape[1],
         x.shape[1],
         transforms=TRANSFORMS,
         hidden_features=(HIDDEN, HIDDEN),
         bounds=low_high if bounded else None,
+        link=link,
         rngs=nnx.Rngs(seed),
     )
     model = Standardized.from_data(flow, theta, x)
@@ -93,9 +97,10 @@ def standardizer(theta, x):
     return forward, lambda t: t * stats[0][1] + stats[0][0], np.log(stats[0][1]).sum()
 
 
-def run_flowjax(data, seed, epochs):
+def run_flowjax(data, seed, epochs, nsf=False):
     import equinox as eqx
     import paramax
+    from flowjax.bijections import RationalQuadraticSpline
     from flowjax.distributions import Normal
     from flowjax.flows import masked_autoregressive_flow
 
@@ -103,6 +108,7 @@ def run_flowjax(data, seed, epochs):
     to_standard, from_standard, log_std = standardizer(theta, x)
     flow = masked_autoregressive_flow(
         jax.random.key(seed), base_dist=Normal(jnp.zeros(theta.shape[1])),
+        transformer=RationalQuadraticSpline(knots=8, interval=5) if nsf else None,
         cond_dim=x.shape[1], flow_layers=TRANSFORMS, nn_width=HIDDEN, nn_depth=2, invert=True,
     )  # fmt: skip
     params, static = eqx.partition(
@@ -128,7 +134,7 @@ def run_flowjax(data, seed, epochs):
     return eqx.filter_jit(log_prob), eqx.filter_jit(sample), params, epochs_run
 
 
-def run_zuko(data, seed, epochs):
+def run_zuko(data, seed, epochs, nsf=False):
     import copy
 
     import torch
@@ -137,7 +143,7 @@ def run_zuko(data, seed, epochs):
     (theta, x), (theta_val, x_val), _ = data
     to_standard, from_standard, log_std = standardizer(theta, x)
     torch.manual_seed(seed)
-    flow = zuko.flows.MAF(
+    flow = (zuko.flows.NSF if nsf else zuko.flows.MAF)(
         theta.shape[1], x.shape[1], transforms=TRANSFORMS, hidden_features=[HIDDEN] * 2
     )
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
@@ -192,16 +198,29 @@ def main():
     parser.add_argument("task", choices=["two_moons", "gaussian_box"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=100, help="most epochs")
-    names = ["maf_jax", "maf_jax_bounds", "zuko", "flowjax"]
+    names = [
+        f"{library}{kind}"
+        for kind in ("", "_nsf")
+        for library in ("maf_jax", "maf_jax_bounds", "zuko", "flowjax")
+    ]
+    names = [name.replace("bounds_nsf", "nsf_bounds") for name in names]
     parser.add_argument("--libraries", nargs="+", default=names, choices=names)
+    parser.add_argument(
+        "--link", choices=["probit", "logit"], default="probit", help="the bounded flows' map"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    runners = {
-        "maf_jax": lambda *args: run_maf_jax(*args, bounded=False),
-        "maf_jax_bounds": lambda *args: run_maf_jax(*args, bounded=True),
-        "zuko": run_zuko,
-        "flowjax": run_flowjax,
-    }
+
+    def runner(name):
+        nsf = "_nsf" in name
+        if name.startswith("maf_jax"):
+            bounded = name.endswith("_bounds")
+            return lambda *a: run_maf_jax(*a, nsf=nsf, bounded=bounded, link=args.link)
+        return lambda *a: {"zuko": run_zuko, "flowjax": run_flowjax}[name.split("_")[0]](
+            *a, nsf=nsf
+        )
+
+    runners = {name: runner(name) for name in args.libraries}
     runs = {name: [] for name in args.libraries}
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
@@ -231,7 +250,8 @@ def main():
             )
             print(args.task, name, seed, runs[name][-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"npe_{args.task}.json").write_text(json.dumps(runs, indent=1))
+    stem = f"npe_{args.task}" + ("" if args.link == "probit" else f"_{args.link}")
+    (args.out / f"{stem}.json").write_text(json.dumps(runs, indent=1))
 
     def mean_se(values, digits):
         se = (
@@ -241,9 +261,10 @@ def main():
         )
         return f"{np.mean(values):.{digits}f}{se}"
 
+    link = "" if args.link == "probit" else f" --link {args.link}"
     lines = [
         f"`python benchmarks/npe.py {args.task} --seeds {' '.join(map(str, args.seeds))} "
-        f"--epochs {args.epochs}`",
+        f"--epochs {args.epochs}{link}`",
         "",
         f"| {args.task} | draws outside the prior | held-out log q(theta \\| x) (nats) "
         "| 10,000 accepted draws (s) | training (s) | epochs |",
@@ -257,7 +278,17 @@ def main():
             f"| {mean_se([r['seconds'] for r in per_seed], 1)} "
             f"| {', '.join(str(r['epochs']) for r in per_seed)} |"
         )
-    (args.out / f"npe_{args.task}.md").write_text("\n".join(lines) + "\n")
+    pairs = [(n, n.removesuffix("_bounds")) for n in runs if n.endswith("_bounds")]
+    pairs = [(bounded, free) for bounded, free in pairs if free in runs]
+    if pairs:
+        lines.append("")
+    for bounded, free in pairs:
+        gains = [b["log_q"] - f["log_q"] for b, f in zip(runs[bounded], runs[free])]
+        lines.append(
+            f"{bounded} - {free}, paired by seed: {mean_se(gains, 3)} nats "
+            f"({', '.join(f'{g:+.3f}' for g in gains)})"
+        )
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -165,8 +165,8 @@ def report(steps: dict, fits: dict) -> str:
         for size, by in steps.items():
             d, h, b = size.split(":")
             for lib, r in by.items():
-                peer = by.get("flowjax", {}).get("train_ms")
-                dense = by.get("dense", {}).get("train_ms")
+                peer = by.get("flowjax", {}).get("train_ms", float("nan"))
+                dense = by.get("dense", {}).get("train_ms", float("nan"))
                 compile_s = r["compile_train_s"] + r.get("compile_sample_s", float("nan"))
                 lines.append(
                     f"| {d} | {h} | {b} | {lib} | {r['train_ms']:.3f} | "

@@ -24,8 +24,8 @@ prior keeps a density ``p(a) > 0`` at the bound, and the map turns it into
 flow on a Gaussian base draws with its identity tails; the logit turns it into
 ``p(a) (b - a) e^{-|u|}``, an exponential tail that neither affine nor spline
 transforms can draw, and pushes data near a bound beyond a spline's domain (on
-two moons, ``benchmarks/npe.py``, a spline flow held out 3.60 nats with the
-probit, 3.38 with the logit, 3.64 without bounds). ``link="logit"`` (sbi's map)
+two moons, ``benchmarks/npe.py``, a spline flow held out 3.52 nats with the
+probit, 3.31 with the logit, 3.55 without bounds). ``link="logit"`` (sbi's map)
 is kept for flows saved before the probit existed. Either map is computed from
 each end's own distance to its bound, so the log-determinant is exact in float32
 at both ends.
