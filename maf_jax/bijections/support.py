@@ -57,6 +57,17 @@ LINKS = ("probit", "logit")
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def check_link(link: str) -> str:
+    """``link`` if it names a map of two finite bounds (``LINKS``).
+
+    Raises:
+        ValueError: Naming the links, for anything else.
+    """
+    if link not in LINKS:
+        raise ValueError(f"link: expected one of {LINKS}, got {link!r}")
+    return link
+
+
 def _softplus_inverse(y):
     """``log(expm1(y))`` for ``y > 0``, without overflow for large ``y``."""
     return y + jnp.log(-jnp.expm1(-y))
@@ -143,8 +154,7 @@ class Support:
             ValueError: For another shape, a bound that is not a number, NaN, a
                 lower bound not below its upper bound, or another link.
         """
-        if link not in LINKS:
-            raise ValueError(f"link: expected one of {LINKS}, got {link!r}")
+        check_link(link)
         pairs = _pairs(bounds, features)
         if pairs is None:
             raise ValueError(

@@ -11,6 +11,7 @@ import math
 
 from maf_jax import __version__
 from maf_jax.bijections.autoregressive import INVERSES
+from maf_jax.bijections.support import LINKS
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS
 from maf_jax.data.loaders import SKLEARN
 from maf_jax.data.toy import TOY_DENSITIES
@@ -207,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
         "rows on or beyond a bound are refused; write --bounds=-1:1 for a negative bound",
     )  # fmt: skip
     fit.add_argument(
-        "--link", choices=["probit", "logit"], default="probit",
+        "--link", choices=LINKS, default="probit",
         help="the map of a feature with two finite bounds to the real line (default: probit, "
         "whose Gaussian tails the flow draws well; logit is sbi's)",
     )  # fmt: skip

@@ -14,7 +14,7 @@ from maf_jax.bijections.batch_norm import batch_statistics, input_statistics
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
 from maf_jax.bijections.standardize import Compose
-from maf_jax.bijections.support import LINKS, Support
+from maf_jax.bijections.support import Support, check_link
 from maf_jax.core._checks import positive_int
 from maf_jax.core.masks import check_order
 from maf_jax.distributions import DiagNormal, NormalizingFlow
@@ -106,8 +106,7 @@ class MAF(nnx.Module):
         **kwargs,
     ):
         features = positive_int(features, "features")
-        if link not in LINKS:
-            raise ValueError(f"link: expected one of {LINKS}, got {link!r}")
+        check_link(link)  # also without bounds: a misspelt link is refused, not ignored
         self.support = None if bounds is None else Support.of(bounds, features, link)
         transforms = positive_int(transforms, "transforms")
         self.unroll = positive_int(unroll, "unroll", minimum=0)
