@@ -14,6 +14,7 @@ import maf_jax
 from maf_jax import MAF, FullPass, Incremental, MaskedAutoregressiveTransform
 from maf_jax.bijections import autoregressive
 from maf_jax.bijections.autoregressive import full_pass_inverse
+from maf_jax.bijections.chain import Chain
 from maf_jax.core.masks import autoregressive_adjacency
 from maf_jax.inverses import incremental
 from maf_jax.inverses.incremental import incremental_inverse
@@ -203,6 +204,46 @@ def test_two_passes_give_a_coupling_jacobian():
     assert np.all(jacobian[second, first] != 0.0)  # conditioned on the first half
 
 
+@pytest.mark.parametrize("hidden", [(8,), ()])
+@pytest.mark.parametrize("shapes", [((), ()), ((3,), (3,), (2,))])
+def test_gathers_and_one_hot_products_order_the_weights_alike(monkeypatch, x, hidden, shapes):
+    """Below ``GATHER_FROM`` features one-hot products, from it gathers: same values
+    and gradients, in a shuffled order, with and without hidden layers."""
+    order = np.roll(np.arange(FEATURES), 2)  # a cycle: not its own inverse
+    t = MaskedAutoregressiveTransform(
+        FEATURES, CONTEXT, order=order, shapes=shapes, hidden_features=hidden, rngs=nnx.Rngs(4)
+    )
+    graphdef, params, rest = nnx.split(scramble(t), nnx.Param, ...)
+    c = jax.random.normal(jax.random.key(8), (CONTEXT,))
+
+    def value_and_grad(gather_from):
+        monkeypatch.setattr(autoregressive, "GATHER_FROM", gather_from)
+
+        def loss(params):  # traced anew for each setting: no jit cache in between
+            weights = nnx.merge(graphdef, params, rest)(c)._original_weights()
+            return sum(jnp.sum(jnp.sin(w)) for w in jax.tree.leaves(weights)), weights
+
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    (_, products), grads = value_and_grad(FEATURES + 1)
+    (_, gathers), gathered_grads = value_and_grad(FEATURES)
+    for a, b in zip(jax.tree.leaves((products, grads)), jax.tree.leaves((gathers, gathered_grads))):
+        np.testing.assert_array_equal(a, b)
+    # against NumPy's indexing: rows of the first kernel, outputs of the last layer
+    weights = nnx.merge(graphdef, params, rest)(c).weights
+    expected = [[np.array(a) for a in layer] for layer in weights]
+    expected[0][0][:FEATURES] = expected[0][0][:FEATURES][order]
+    total = sum(int(np.prod(shape)) for shape in shapes)
+    w, b = expected[-1]
+    expected[-1] = [
+        w.reshape(len(w), FEATURES, total)[:, order].transpose(0, 2, 1).reshape(len(w), -1),
+        b.reshape(FEATURES, total)[order].T.reshape(-1),
+    ]
+    for layer, want in zip(products, expected, strict=True):
+        for a, b in zip(layer, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_chain_matches_transforms_applied_in_turn(x):
     flow = scramble(MAF(FEATURES, transforms=3, context=CONTEXT, rngs=nnx.Rngs(5)))
     c = jnp.arange(CONTEXT, dtype=jnp.float32)
@@ -216,6 +257,9 @@ def test_chain_matches_transforms_applied_in_turn(x):
     assert len(flow(c).transform) == 3
     second = flow.transforms.unstack()[1]
     np.testing.assert_allclose(flow(c).transform[1].forward(x), second(c).forward(x))
+    stacked = Chain.stack([t(c) for t in flow.transforms.unstack()])
+    np.testing.assert_allclose(stacked.forward(x), z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stacked.inverse(z), x, rtol=1e-5, atol=1e-5)
 
 
 def _scan_unrolls(fn, *args):
