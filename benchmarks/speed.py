@@ -79,6 +79,7 @@ def timed_compile(jitted, *args):
 def maf_jax_flow(features: int, passes=None, flow: str = "maf", hidden=HIDDEN, **settings):
     """maf_jax's MAF (or NSF) of the workload, split into ``(graphdef, params, rest)``.
 
+    ``params`` are plain dicts, as the README's functional idiom holds them.
     ``settings`` (``inverse``, ``precision``, ``unroll``) go to the constructor.
     """
     from flax import nnx
@@ -95,7 +96,8 @@ def maf_jax_flow(features: int, passes=None, flow: str = "maf", hidden=HIDDEN, *
         rngs=nnx.Rngs(0),
         **settings,
     )
-    return nnx.split(flow, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(flow, nnx.Param, ...)
+    return graphdef, params.to_pure_dict(), rest
 
 
 def maf_jax_model(features: int, passes, flow: str = "maf", **settings):

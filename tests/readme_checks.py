@@ -44,6 +44,16 @@ def check_quickstart():
     namespace = {}
     exec("\n".join(blocks(section("Quickstart"), "python")), namespace)
     assert namespace["x"].shape == (1000, 3) and namespace["log_p"].shape == (1000,)
+    import jax
+    from flax import nnx
+
+    # the functional idiom trains plain dicts, and nnx.update puts them back
+    params, flow = namespace["params"], namespace["flow"]
+    assert type(params) is dict
+    trained = jax.tree.leaves(params)
+    in_module = jax.tree.leaves(nnx.state(flow, nnx.Param))
+    assert len(in_module) == len(trained) > 0
+    assert all((a == b).all() for a, b in zip(in_module, trained, strict=True))
 
 
 def check_zuko():
