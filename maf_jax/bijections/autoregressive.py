@@ -39,9 +39,9 @@ __all__ = [
 ]
 
 # Features from which the weights are put in feature order by gathers rather than
-# one-hot products (train step, hidden (128, 128), batch 512: at 256 features the
-# products made the step 1.25x the dense MLP's, the gathers 1.02x; at 5 and 10
-# features the gathers' extra kernels made it 5-8% slower than the products)
+# one-hot products (train step, batch 512: at 256 features, hidden 128, the products
+# made the step 1.25x the dense MLP's, the gathers 1.02x; from 5 to 64 features the
+# gathers' scatter kernels made it 1-8% slower than the products)
 GATHER_FROM = 128
 
 # "autodiff" is deprecated: MaskedAutoregressiveTransform warns when built with it
