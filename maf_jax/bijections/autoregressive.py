@@ -146,7 +146,7 @@ class AutoregressiveTransform:
         inputs = x if context is None else jnp.concatenate([x, context], axis=-1)
         phi = mlp(weights, self.activation, inputs, self.precision, self.layout.wiring)
         # split, not sliced: the gradient is then one concatenation, where the slices'
-        # pads let XLA refuse every later transform's cotangents into each transform's
+        # pads let XLA fuse every later transform's cotangents again into each one's
         sizes = [math.prod(shape) * x.shape[1] for shape in self.shapes]
         parts = jnp.split(phi, np.cumsum(sizes)[:-1].tolist(), axis=-1)
         params = [

@@ -206,7 +206,7 @@ def test_two_passes_give_a_coupling_jacobian():
 
 @pytest.mark.parametrize("hidden", [(8,), ()])
 @pytest.mark.parametrize("shapes", [((), ()), ((3,), (3,), (2,))])
-def test_gathers_and_one_hot_products_order_the_weights_alike(monkeypatch, x, hidden, shapes):
+def test_gathers_and_one_hot_products_order_the_weights_alike(monkeypatch, hidden, shapes):
     """Below ``GATHER_FROM`` features one-hot products, from it gathers: same values
     and gradients, in a shuffled order, with and without hidden layers."""
     order = np.roll(np.arange(FEATURES), 2)  # a cycle: not its own inverse
