@@ -109,7 +109,7 @@ class AutoregressiveTransform:
     def _unsort(self, x: jax.Array) -> jax.Array:
         return jnp.take(x, self.order, axis=-1)
 
-    def _original_weights(self) -> Weights:
+    def _original_weights(self, gather: bool | None = None) -> Weights:
         """The weights for features in their original order, outputs parameter-major.
 
         Feature ``i`` sits at sorted position ``order[i]``, so the first kernel's rows
@@ -117,9 +117,13 @@ class AutoregressiveTransform:
         reordered from ``(features, total)`` to ``(total, features)`` so that each
         parameter is a contiguous slice. Gathering weights instead of activations
         keeps gathers and their scatter gradients off the batch.
+
+        Args:
+            gather: Gathers (``True``) or one-hot products (``False``); by default
+                gathers from ``GATHER_FROM`` features.
         """
         features, total = self.layout.features, self.layout.total
-        if features < GATHER_FROM:
+        if not (features >= GATHER_FROM if gather is None else gather):
             # one-hot products: their gradients are products too, where a gather's
             # is a scatter, a few more kernels to compile and run
             onehot = jax.nn.one_hot(self.order, features, dtype=self.weights[0][0].dtype)

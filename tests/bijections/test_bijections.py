@@ -206,9 +206,9 @@ def test_two_passes_give_a_coupling_jacobian():
 
 @pytest.mark.parametrize("hidden", [(8,), ()])
 @pytest.mark.parametrize("shapes", [((), ()), ((3,), (3,), (2,))])
-def test_gathers_and_one_hot_products_order_the_weights_alike(monkeypatch, hidden, shapes):
-    """Below ``GATHER_FROM`` features one-hot products, from it gathers: same values
-    and gradients, in a shuffled order, with and without hidden layers."""
+def test_gathers_and_one_hot_products_order_the_weights_alike(hidden, shapes):
+    """One-hot products (below ``GATHER_FROM`` features) and gathers (from it): same
+    values and gradients, in a shuffled order, with and without hidden layers."""
     order = np.roll(np.arange(FEATURES), 2)  # a cycle: not its own inverse
     t = MaskedAutoregressiveTransform(
         FEATURES, CONTEXT, order=order, shapes=shapes, hidden_features=hidden, rngs=nnx.Rngs(4)
@@ -216,17 +216,19 @@ def test_gathers_and_one_hot_products_order_the_weights_alike(monkeypatch, hidde
     graphdef, params, rest = nnx.split(scramble(t), nnx.Param, ...)
     c = jax.random.normal(jax.random.key(8), (CONTEXT,))
 
-    def value_and_grad(gather_from):
-        monkeypatch.setattr(autoregressive, "GATHER_FROM", gather_from)
-
-        def loss(params):  # traced anew for each setting: no jit cache in between
-            weights = nnx.merge(graphdef, params, rest)(c)._original_weights()
+    def value_and_grad(gather):
+        def loss(params):
+            weights = nnx.merge(graphdef, params, rest)(c)._original_weights(gather)
             return sum(jnp.sum(jnp.sin(w)) for w in jax.tree.leaves(weights)), weights
 
         return jax.value_and_grad(loss, has_aux=True)(params)
 
-    (_, products), grads = value_and_grad(FEATURES + 1)
-    (_, gathers), gathered_grads = value_and_grad(FEATURES)
+    (_, products), grads = value_and_grad(False)
+    (_, gathers), gathered_grads = value_and_grad(True)
+    assert FEATURES < autoregressive.GATHER_FROM  # the flows of every other test: products
+    (_, default), _ = value_and_grad(None)
+    for a, b in zip(jax.tree.leaves(products), jax.tree.leaves(default), strict=True):
+        np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves((products, grads)), jax.tree.leaves((gathers, gathered_grads))):
         np.testing.assert_array_equal(a, b)
     # against NumPy's indexing: rows of the first kernel, outputs of the last layer
