@@ -306,6 +306,11 @@ def fit(
     )
     if resume is not None:
         state, rest = State.read(resume, state, rest, model, settings, optimizer, per_epoch)
+        if steps is not None and state.step > steps:
+            raise ValueError(
+                f"{resume} holds a run at step {state.step}, past this run's steps={steps}; "
+                f"resume with steps >= {state.step}"
+            )
         nnx.update(model, as_rest(rest))
 
     batch_sharding = replicated = None

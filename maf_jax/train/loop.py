@@ -105,8 +105,9 @@ class State:
         opt_state: The optimiser's state.
         best_params: The parameters of the best epoch so far.
         step: Steps taken.
-        epoch: Epochs completed.
-        position: Steps taken in the current epoch.
+        epoch: Epochs closed (validated, in the history).
+        position: Steps taken in the current epoch; all of them once its last step is
+            taken, until the loop closes it.
         losses: Training losses of those steps.
         best: Best validation NLL so far.
         waited: Epochs since it improved.
@@ -171,7 +172,7 @@ class State:
         """
         record, headers = resume.read_record(path)
         problem = _mismatch(path, record, settings, _describe(model))
-        if problem is None and record["position"] >= per_epoch:
+        if problem is None and record["position"] > per_epoch:
             problem = f"position {record['position']} is past the epoch's {per_epoch} steps"
         if problem:
             raise CheckpointError(f"{path}: {problem}; resume with the run's own settings")
@@ -350,6 +351,13 @@ class Loop:
         ):
             orders, asked = None, None
             while not self._finished(state, bar):
+                # An epoch is closed after its last step's state is written, so that a
+                # run resumed from it with a larger step budget goes on with the epoch.
+                if state.position == self.count(state.epoch):
+                    orders = None
+                    if not self._end_epoch(state, bar):
+                        break
+                    continue
                 if orders is None:
                     orders = self.shards.permutations(
                         jax.random.fold_in(self.shuffle_key, state.epoch)
@@ -360,10 +368,6 @@ class Loop:
                 )
                 state.losses.append(loss)
                 state.position, state.step = state.position + 1, state.step + 1
-                if state.position == self.count(state.epoch):
-                    orders = None
-                    if not self._end_epoch(state, bar):
-                        break
                 # the previous step's answer: every process stops after the same step
                 stopping, asked = asked is not None and bool(to_host(asked)), asking
                 if stopping:

@@ -77,11 +77,38 @@ def test_the_straight_run_stops_early_with_a_best_epoch_before_the_last(straight
 def test_resuming_after_any_step_ends_bit_for_bit_like_the_straight_run(straight, step):
     folder, model, history = straight
     state = resume.read_record(folder / f"step-{step}.npz")[0]
-    assert (state["epoch"], state["position"]) == divmod(step, STEPS_PER_EPOCH)
+    # the epoch of the step, still open: a run resumed from it closes it first
+    epoch, position = divmod(step - 1, STEPS_PER_EPOCH)
+    assert (state["epoch"], state["position"]) == (epoch, position + 1)
     resumed, resumed_history = run(resume=folder / f"step-{step}.npz")
     assert resumed_history == history
     for a, b in zip(params(resumed), params(model), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def budget(tmp_path_factory):
+    """A run of 20 steps (3 epochs and 2 steps of a fourth), its last state written."""
+    path = tmp_path_factory.mktemp("budget") / "state.npz"
+    return path, run(steps=20, epochs=None, patience=None, checkpoint=path, checkpoint_every=20)
+
+
+@pytest.mark.parametrize("steps", [20, 21, 24, 30])
+def test_a_step_budget_resumed_with_a_larger_one_ends_like_the_straight_run(budget, steps):
+    """The budget's last state is mid-epoch: a larger budget goes on with that epoch
+    (whole epochs of 6 steps then, the last one cut short), the same one ends at once."""
+    path, _ = budget
+    model, history = run(steps=steps, epochs=None, patience=None)
+    assert history.steps == steps and len(history.train_loss) == -(-steps // STEPS_PER_EPOCH)
+    resumed, resumed_history = run(steps=steps, epochs=None, patience=None, resume=path)
+    assert resumed_history == history
+    for a, b in zip(params(resumed), params(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_step_budget_below_the_resumed_step_is_refused(budget):
+    with pytest.raises(ValueError, match="at step 20, past this run's steps=19"):
+        run(steps=19, epochs=None, patience=None, resume=budget[0])
 
 
 def test_the_stored_state_is_the_runs_own(straight):
@@ -120,7 +147,7 @@ ORDER = "rest/flow/transforms/stacked/order"  # (transforms, features)
         (None, dict(validation=0.2), "written with validation 0.25, this run has 0.2"),
         (None, dict(values=data() + 1e-9), "written for other data"),
         (None, dict(batch_size=24, shards=2), "written with batch_size 25, this run has 24"),
-        (record_update(position=6), {}, "position 6 is past the epoch's 6 steps"),
+        (record_update(position=7), {}, "position 7 is past the epoch's 6 steps"),
         (record_update(step=-1), {}, "step is negative"),
         (record_update(best="x"), {}, "best is missing or malformed"),
         (record_update(format="other"), {}, "not a maf-jax training checkpoint"),
