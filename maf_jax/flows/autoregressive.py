@@ -184,24 +184,36 @@ class MAF(nnx.Module):
             raise ValueError("this flow has no batch normalisation: build it with batch_norm=True")
         return self.unconstrained(c).transform
 
-    def update_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
+    def update_batch_norms(self, x: jax.Array, c: jax.Array | None = None) -> None:
         """Moves each batch normalisation's running averages toward a batch's.
 
         The batch statistics are those of each normalisation's input rows on a
-        training forward of ``u`` ``(*, features)``, the input of the transforms
-        (for ``Standardized``, the mapped and standardised data: call the model's
-        own ``update_batch_norms``).
+        training forward of the data rows ``x`` ``(*, features)`` (for a flow with
+        ``bounds``, carried to the real line by its ``support`` first).
         """
-        steps = self._normalized_steps(c)
-        self.norms.stacked.update(*input_statistics(steps.stacked, steps._broadcast(u)))
+        self._update_norms(self._real_line(x), c)
 
-    def set_batch_norms(self, u: jax.Array, c: jax.Array | None = None) -> None:
+    def set_batch_norms(self, x: jax.Array, c: jax.Array | None = None) -> None:
         """Sets each batch normalisation's statistics to those of its input rows.
 
         The paper's choice after training: one transform after the other, each
-        normalisation's mean and variance are those of every row of ``u`` at its
-        input, the earlier ones normalising with the statistics just set.
+        normalisation's mean and variance are those of every data row of ``x`` at
+        its input (``x`` carried to the real line first, as for
+        ``update_batch_norms``), the earlier ones normalising with the statistics
+        just set.
         """
+        self._set_norms(self._real_line(x), c)
+
+    def _real_line(self, x: jax.Array) -> jax.Array:
+        return x if self.support is None else self.support.forward(x)
+
+    def _update_norms(self, u: jax.Array, c: jax.Array | None) -> None:
+        """``update_batch_norms`` on ``u``, the input of the transforms."""
+        steps = self._normalized_steps(c)
+        self.norms.stacked.update(*input_statistics(steps.stacked, steps._broadcast(u)))
+
+    def _set_norms(self, u: jax.Array, c: jax.Array | None) -> None:
+        """``set_batch_norms`` on ``u``, the input of the transforms."""
         steps = self._normalized_steps(c)
         u, norms = steps._broadcast(u), self.norms.stacked
         for i in range(len(steps)):

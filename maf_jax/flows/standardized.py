@@ -123,11 +123,11 @@ class Standardized(nnx.Module):
 
     def update_batch_norms(self, x, c=None) -> None:
         """The flow's ``update_batch_norms`` on rows ``x`` in the units of the data."""
-        self.flow.update_batch_norms(*self._flow_inputs(x, c))
+        self.flow._update_norms(*self._flow_inputs(x, c))
 
     def set_batch_norms(self, x, c=None) -> None:
         """The flow's ``set_batch_norms`` on rows ``x`` in the units of the data."""
-        self.flow.set_batch_norms(*self._flow_inputs(x, c))
+        self.flow._set_norms(*self._flow_inputs(x, c))
 
     def __call__(self, c=None) -> NormalizingFlow:
         """Returns ``p(x | c)`` in the units of the data."""

@@ -101,6 +101,43 @@ def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
     assert not np.allclose(before, means, atol=1e-4)
 
 
+BOX = jax.random.uniform(jax.random.key(2), (256, 2), minval=0.02, maxval=0.98) ** jnp.array(
+    [1.0, 3.0]
+)
+
+
+def bounded():
+    flow = MAF(
+        2, transforms=2, hidden_features=(16,), batch_norm=True, bounds=(0.0, 1.0),
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    return scramble(flow)
+
+
+@pytest.mark.parametrize("how", ["method", "fit"])
+def test_a_bounded_flows_averages_move_with_its_rows_on_the_real_line(how):
+    """The norms see the data carried onto the real line, whether the averages move
+    by the method or in ``fit`` (one step on every row, without standardising)."""
+    flow = bounded()
+    u = flow.support.forward(BOX)
+    means = np.stack([y.mean(0) for y in norm_inputs(flow, u)])
+    if how == "method":
+        flow.update_batch_norms(BOX)
+    else:
+        flow, _ = fit(
+            flow, np.asarray(BOX), key=jax.random.key(0), steps=1, batch_size=256,
+            validation=0.0, standardize=False, progress=False,
+        )  # fmt: skip
+    np.testing.assert_allclose(flow.norms.stacked.mean[...], 0.1 * means, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bounded_flows_set_statistics_are_those_of_its_rows_on_the_real_line():
+    flow = bounded()
+    means = np.stack([y.mean(0) for y in norm_inputs(bounded(), flow.support.forward(BOX))])
+    flow.set_batch_norms(BOX)
+    np.testing.assert_allclose(flow.norms.stacked.mean[...], means, rtol=1e-4, atol=1e-5)
+
+
 def test_under_a_named_axis_the_batch_statistics_are_every_devices():
     flow = built(axis="devices")  # as under jax.pmap(..., axis_name="devices")
     graphdef, state = nnx.split(flow)
