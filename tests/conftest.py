@@ -124,6 +124,25 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
     return module
 
 
+def batch_norm_inputs(flow, u):
+    """Rows at the input of each batch norm of ``flow`` on a training forward of ``u``.
+
+    ``u`` is the transforms' input; each norm normalises with its own input's mean
+    and variance, step by step, as the paper's statistics are defined.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    steps = flow.unconstrained().transform
+    inputs = []
+    for i in range(len(steps)):
+        y = steps[i].first.forward(u)
+        inputs.append(np.asarray(y, np.float64))
+        norm = steps[i].second
+        u = jnp.exp(norm.log_gamma) * (y - y.mean(0)) / jnp.sqrt(y.var(0) + 1e-5) + norm.beta
+    return inputs
+
+
 def iter_eqns(jaxpr):
     """Every equation of ``jaxpr`` and of the jaxprs nested in its equations."""
     for eqn in jaxpr.eqns:

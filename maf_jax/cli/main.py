@@ -94,6 +94,8 @@ def _fit(args) -> dict:
     main = jax.process_index() == 0
     if args.activation not in ACTIVATIONS:
         raise DataError(f"unknown activation {args.activation!r}; one of {sorted(ACTIVATIONS)}")
+    if args.batch_norm_statistics != "running" and not args.batch_norm:
+        raise DataError("--batch-norm-statistics sets batch normalisations: add --batch-norm")
     inputs = [args.data, args.context]
     output = check_output(args.output, CHECKPOINTS, inputs)
     summary_path = check_output(
@@ -163,6 +165,7 @@ def _fit(args) -> dict:
         checkpoint=args.train_state,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        batch_norm_statistics=args.batch_norm_statistics,
     )
     seconds = time.perf_counter() - start
     if history.steps == 0:

@@ -15,6 +15,7 @@ from maf_jax.bijections.support import LINKS
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS
 from maf_jax.data.loaders import SKLEARN
 from maf_jax.data.toy import TOY_DENSITIES
+from maf_jax.train.statistics import STATISTICS
 
 __all__ = ["CACHE_ENV", "parser"]
 
@@ -216,6 +217,11 @@ def parser() -> argparse.ArgumentParser:
         "--batch-norm", action="store_true",
         help="a batch normalisation after every transform (the paper's MAF); the model "
         "evaluates and samples with running averages of the training batches' statistics",
+    )  # fmt: skip
+    fit.add_argument(
+        "--batch-norm-statistics", choices=STATISTICS, default="running",
+        help="with --batch-norm, what the model normalises with: running averages (default) "
+        "or the statistics of every training row set after training, the paper's choice",
     )  # fmt: skip
     fit.add_argument("--passes", type=_integer(1), help="passes of the inverse (default: features)")
     fit.add_argument("--randperm", action="store_true", help="random feature orders")

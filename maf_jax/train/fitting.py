@@ -19,6 +19,7 @@ from maf_jax.flows.standardized import Standardized
 from maf_jax.train.batches import make_shards
 from maf_jax.train.distributed import global_array, replicate, to_host
 from maf_jax.train.loop import History, Interrupted, Loop, State
+from maf_jax.train.statistics import STATISTICS, set_training_statistics
 
 __all__ = [
     "History",
@@ -179,6 +180,7 @@ def fit(
     checkpoint=None,
     checkpoint_every: int | None = None,
     resume=None,
+    batch_norm_statistics: str = "running",
 ) -> tuple[nnx.Module, History]:
     """Fits ``flow`` to ``data`` by maximum likelihood with one jitted train step.
 
@@ -235,6 +237,11 @@ def fit(
             it only when interrupted.
         resume: A training checkpoint to continue from, written by a run with the
             same data, key, ``batch_size``, ``shards``, ``validation`` and model.
+        batch_norm_statistics: For a flow with ``batch_norm=True``, what the returned
+            model normalises with: ``"running"``, the averages moved at every step
+            (validation uses them), or ``"data"``, the statistics of every training
+            row set after training, one normalisation after the other (the paper's
+            choice; ``maf_jax.train.statistics``).
 
     Returns:
         The trained model (``Standardized(flow, ...)`` when ``standardize``) and the
@@ -254,6 +261,10 @@ def fit(
         raise ValueError(f"validation must be a fraction in [0, 1), got {validation}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if batch_norm_statistics not in STATISTICS:
+        raise ValueError(
+            f"batch_norm_statistics must be one of {STATISTICS}, got {batch_norm_statistics!r}"
+        )
     if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
         raise ValueError("checkpoint_every must be a positive integer, with a checkpoint path")
     processes = jax.process_count()
@@ -286,6 +297,11 @@ def fit(
     # validation; the averages travel with the parameters (the optimiser leaves them
     # at rest: they have no gradient) and each step moves them
     norms = bool(jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+    if batch_norm_statistics == "data" and not norms:
+        raise ValueError(
+            "batch_norm_statistics='data' sets batch normalisations: build the flow with "
+            "batch_norm=True"
+        )
     model.eval()
     eval_def = nnx.graphdef(model)
     model.train()
@@ -371,4 +387,6 @@ def fit(
     if not all(leaf.is_fully_addressable for leaf in jax.tree.leaves(best)):
         best = jax.tree.map(lambda a: jnp.asarray(to_host(a)), best)
     nnx.update(model, as_params(best))
+    if batch_norm_statistics == "data":
+        set_training_statistics(model, data_shards)
     return model, history

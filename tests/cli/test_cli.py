@@ -5,9 +5,10 @@ import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import with_flags
+from conftest import batch_norm_inputs, with_flags
 
 from maf_jax.checkpoint import model as checkpoint
 from maf_jax.cli import main as cli
@@ -143,13 +144,22 @@ def test_a_maf_mog_is_fitted_saved_and_sampled(files):
     assert np.load(out).shape == (20, 3) and np.isfinite(np.load(out)).all()
 
 
-def test_a_batch_normalised_maf_is_fitted_saved_and_evaluated(files, capsys):
-    model = files / "norms.npz"
+@pytest.mark.parametrize("statistics", ["running", "data"])
+def test_a_batch_normalised_maf_is_fitted_saved_and_evaluated(files, capsys, statistics):
+    model = files / f"norms_{statistics}.npz"
     argv = ["fit", str(files / "data.npy"), "-o", str(model), "--batch-norm", *SMALL]
+    argv += ["--batch-norm-statistics", statistics, "--validation", "0"]
     assert main(argv) == 0
-    flow = checkpoint.load(model).flow
+    saved = checkpoint.load(model)
+    flow = saved.flow
     assert flow.norms is not None and flow.norms.stacked.use_running_average
-    assert not np.allclose(flow.norms.stacked.var[...], 1.0)  # averaged over the steps
+    u, _ = saved._flow_inputs(jnp.asarray(np.load(files / "data.npy"), jnp.float32), None)
+    means = [y.mean(0) for y in batch_norm_inputs(flow, u)]  # of every row: none held out
+    if statistics == "data":
+        np.testing.assert_allclose(flow.norms.stacked.mean[...], means, atol=1e-5)
+    else:  # averaged over the steps
+        assert not np.allclose(flow.norms.stacked.var[...], 1.0)
+        assert not np.allclose(flow.norms.stacked.mean[...], means, atol=1e-3)
     capsys.readouterr()
     assert main(["eval", str(model), str(files / "data.npy"), "--no-progress"]) == 0
     assert np.isfinite(json.loads(capsys.readouterr().out.splitlines()[0])["log_likelihood"])
@@ -239,6 +249,7 @@ def bad_inputs(root):
         (["fit", data, "--rows", "-5"], "argument --rows: expected an integer >= 1, got -5"),
         (["fit", data, "--lr", "0"], "argument --lr: expected a number in \\(0, inf\\)"),
         (["fit", data, "--validation", "1"], "expected a number in \\[0, 1\\)"),
+        (["fit", data, "--batch-norm-statistics", "data"], "add --batch-norm"),
         (["eval", str(root / "corrupt.npz"), data], "not a readable maf-jax checkpoint"),
         (["eval", str(root / "cut.npz"), data], "not a readable maf-jax checkpoint"),
         (["eval", data, data], "not a readable maf-jax checkpoint"),

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import scramble
+from conftest import batch_norm_inputs, scramble
 from flax import nnx
 
 from maf_jax import MAF, fit
@@ -22,18 +22,6 @@ def built(gain=1.0, axis=None):
     return scramble(flow, gain=gain)
 
 
-def norm_inputs(flow, u):
-    """Rows at the input of each batch norm on a training forward, step by step."""
-    steps = flow.unconstrained().transform
-    inputs = []
-    for i in range(len(steps)):
-        y = steps[i].first.forward(u)
-        inputs.append(np.asarray(y, np.float64))
-        norm = steps[i].second
-        u = jnp.exp(norm.log_gamma) * (y - y.mean(0)) / jnp.sqrt(y.var(0) + 1e-5) + norm.beta
-    return inputs
-
-
 def test_a_flow_is_built_training_and_switches_modes():
     flow = built()
     assert flow.norms.stacked.use_running_average is False
@@ -47,7 +35,7 @@ def test_a_flow_is_built_training_and_switches_modes():
 
 def test_update_moves_the_running_averages_toward_each_norms_input_statistics():
     flow = built()
-    inputs = norm_inputs(flow, ROWS)
+    inputs = batch_norm_inputs(flow, ROWS)
     flow.update_batch_norms(ROWS)
     means = np.stack([y.mean(0) for y in inputs])
     variances = np.stack([y.var(0) for y in inputs])
@@ -61,7 +49,7 @@ def test_set_statistics_make_the_evaluation_density_the_training_one_on_those_ro
     flow.set_batch_norms(ROWS)
     flow.eval()
     np.testing.assert_allclose(flow().log_prob(ROWS), training, rtol=1e-4, atol=1e-4)
-    means = np.stack([y.mean(0) for y in norm_inputs(built(), ROWS)])
+    means = np.stack([y.mean(0) for y in batch_norm_inputs(built(), ROWS)])
     np.testing.assert_allclose(flow.norms.stacked.mean[...], means, rtol=1e-4, atol=1e-5)
 
 
@@ -96,9 +84,44 @@ def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
     assert np.isfinite(np.asarray(model().log_prob(jnp.asarray(data[:5], jnp.float32)))).all()
     before = model.flow.norms.stacked.mean[...]
     model.set_batch_norms(jnp.asarray(data, jnp.float32))
-    means = np.stack([y.mean(0) for y in norm_inputs(model.flow, u)])
+    means = np.stack([y.mean(0) for y in batch_norm_inputs(model.flow, u)])
     np.testing.assert_allclose(model.flow.norms.stacked.mean[...], means, rtol=1e-3, atol=1e-4)
     assert not np.allclose(before, means, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shards,bounds",
+    [
+        (1, None),  # 5,000 rows: two chunks of 4,096, the last one padded
+        (2, None),  # two shards of 2,500 rows, one padded chunk each
+        (1, (-6.0, 30.0)),  # the rows carried onto the real line, then standardised
+    ],
+)
+def test_fit_sets_the_statistics_of_every_training_row_when_asked(shards, bounds):
+    rng = np.random.default_rng(0)
+    data = np.stack([rng.normal(size=5000), rng.normal(size=5000) ** 2], 1)
+    flow = MAF(
+        2, transforms=3, hidden_features=(16,), batch_norm=True, bounds=bounds,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    model, _ = fit(
+        flow, data, key=jax.random.key(0), epochs=2, validation=0.0, shards=shards,
+        optimizer=optax.adam(3e-3), progress=False, batch_norm_statistics="data",
+    )  # fmt: skip
+    assert model.flow.norms.stacked.use_running_average
+    u, _ = model._flow_inputs(jnp.asarray(data, jnp.float32), None)
+    inputs = batch_norm_inputs(model.flow, u)  # every row's, with each norm's own statistics
+    stats = model.flow.norms.stacked
+    np.testing.assert_allclose(stats.mean[...], [y.mean(0) for y in inputs], atol=1e-5)
+    np.testing.assert_allclose(stats.var[...], [y.var(0) for y in inputs], rtol=1e-4)
+
+
+def test_the_paper_s_statistics_need_batch_norms_and_a_known_name():
+    data = np.asarray(ROWS)
+    with pytest.raises(ValueError, match="batch_norm_statistics must be one of"):
+        fit(built(), data, key=jax.random.key(0), batch_norm_statistics="paper")
+    with pytest.raises(ValueError, match="build the flow with batch_norm=True"):
+        fit(MAF(2, rngs=nnx.Rngs(0)), data, key=jax.random.key(0), batch_norm_statistics="data")
 
 
 BOX = jax.random.uniform(jax.random.key(2), (256, 2), minval=0.02, maxval=0.98) ** jnp.array(
@@ -120,7 +143,7 @@ def test_a_bounded_flows_averages_move_with_its_rows_on_the_real_line(how):
     by the method or in ``fit`` (one step on every row, without standardising)."""
     flow = bounded()
     u = flow.support.forward(BOX)
-    means = np.stack([y.mean(0) for y in norm_inputs(flow, u)])
+    means = np.stack([y.mean(0) for y in batch_norm_inputs(flow, u)])
     if how == "method":
         flow.update_batch_norms(BOX)
     else:
@@ -133,7 +156,7 @@ def test_a_bounded_flows_averages_move_with_its_rows_on_the_real_line(how):
 
 def test_a_bounded_flows_set_statistics_are_those_of_its_rows_on_the_real_line():
     flow = bounded()
-    means = np.stack([y.mean(0) for y in norm_inputs(bounded(), flow.support.forward(BOX))])
+    means = np.stack([y.mean(0) for y in batch_norm_inputs(bounded(), flow.support.forward(BOX))])
     flow.set_batch_norms(BOX)
     np.testing.assert_allclose(flow.norms.stacked.mean[...], means, rtol=1e-4, atol=1e-5)
 
