@@ -124,16 +124,18 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
     return module
 
 
-def batch_norm_inputs(flow, u):
+def batch_norm_inputs(flow, u, c=None):
     """Rows at the input of each batch norm of ``flow`` on a training forward of ``u``.
 
-    ``u`` is the transforms' input; each norm normalises with its own input's mean
-    and variance, step by step, as the paper's statistics are defined.
+    ``u`` is the transforms' input (``c`` the flow's context, one row per row); each
+    norm normalises with its own input's mean and variance, step by step, as the
+    paper's statistics are defined.
     """
     import jax.numpy as jnp
     import numpy as np
 
-    steps = flow.unconstrained().transform
+    steps = flow.unconstrained(c).transform
+    u = steps._broadcast(u)
     inputs = []
     for i in range(len(steps)):
         y = steps[i].first.forward(u)

@@ -90,27 +90,30 @@ def test_fit_trains_with_batch_statistics_and_returns_a_model_that_evaluates():
 
 
 @pytest.mark.parametrize(
-    "shards,bounds",
+    "shards,bounds,context",
     [
-        (1, None),  # 5,000 rows: two chunks of 4,096, the last one padded
-        (2, None),  # two shards of 2,500 rows, one padded chunk each
-        (1, (-6.0, 30.0)),  # the rows carried onto the real line, then standardised
+        (1, None, 0),  # 5,000 rows: two chunks of 4,096, the last one padded
+        (2, None, 0),  # two shards of 2,500 rows, one padded chunk each
+        (1, (-6.0, 30.0), 0),  # the rows carried onto the real line, then standardised
+        (1, None, 1),  # a context row for every data row
     ],
 )
-def test_fit_sets_the_statistics_of_every_training_row_when_asked(shards, bounds):
+def test_fit_sets_the_statistics_of_every_training_row_when_asked(shards, bounds, context):
     rng = np.random.default_rng(0)
     data = np.stack([rng.normal(size=5000), rng.normal(size=5000) ** 2], 1)
+    c = data[:, :1] + rng.normal(size=(5000, 1)) if context else None
     flow = MAF(
-        2, transforms=3, hidden_features=(16,), batch_norm=True, bounds=bounds,
+        2, context, transforms=3, hidden_features=(16,), batch_norm=True, bounds=bounds,
         rngs=nnx.Rngs(0),
     )  # fmt: skip
     model, _ = fit(
-        flow, data, key=jax.random.key(0), epochs=2, validation=0.0, shards=shards,
-        optimizer=optax.adam(3e-3), progress=False, batch_norm_statistics="data",
+        flow, data, context=c, key=jax.random.key(0), epochs=2, validation=0.0,
+        shards=shards, optimizer=optax.adam(3e-3), progress=False,
+        batch_norm_statistics="data",
     )  # fmt: skip
     assert model.flow.norms.stacked.use_running_average
-    u, _ = model._flow_inputs(jnp.asarray(data, jnp.float32), None)
-    inputs = batch_norm_inputs(model.flow, u)  # every row's, with each norm's own statistics
+    u, c = model._flow_inputs(jnp.asarray(data, jnp.float32), c if c is None else jnp.asarray(c))
+    inputs = batch_norm_inputs(model.flow, u, c)  # every row's, each norm with its own statistics
     stats = model.flow.norms.stacked
     np.testing.assert_allclose(stats.mean[...], [y.mean(0) for y in inputs], atol=1e-5)
     np.testing.assert_allclose(stats.var[...], [y.var(0) for y in inputs], rtol=1e-4)
