@@ -11,15 +11,19 @@ process times the dense MLP's and flowjax's train steps too, for same-process ra
     python benchmarks/speed.py --features 64 --libraries maf_jax dense
     python benchmarks/speed.py --features 64 --flow nsf   # neural spline flows, 8 bins
     python benchmarks/speed.py --features 64 --residual   # masked residual blocks
+    python benchmarks/speed.py --flow maf-mog --libraries maf_jax   # the paper's MAF MoG
 
 Writes benchmarks/results/speed.json, speed.md and speed.png (speed-nsf.* for --flow nsf,
-speed-residual.* for --residual).
+speed-maf-mog.* for --flow maf-mog, speed-residual.* for --residual).
 With ``--flow nsf`` every library builds its NSF: maf_jax's ``NSF(bins=8)``, zuko's
 ``NSF(bins=8)``, flowjax's ``masked_autoregressive_flow`` with a
 ``RationalQuadraticSpline(knots=8, interval=5)`` transformer; the dense MLP is left out.
 With ``--residual`` maf_jax and zuko build ``residual=True`` networks (a linear layer and
 a residual block per hidden size); flowjax has no masked residual network and the dense
-MLP none either, so both are left out.
+MLP none either, so both are left out. With ``--flow maf-mog`` (maf_jax's ``MAFMoG``,
+10 components per feature, the paper's default) only maf_jax runs, and its process times
+the plain MAF of the same sizes too (``maf_*_ms``: train step, log_prob and sampling), for
+same-process ratios; the peers have no MADE MoG base.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-TRANSFORMS, HIDDEN, TRAIN_BATCH, BATCH, BINS = 5, 128, 512, 4096, 8
+TRANSFORMS, HIDDEN, TRAIN_BATCH, BATCH, BINS, COMPONENTS = 5, 128, 512, 4096, 8, 10
+FLOWS = ("maf", "nsf", "maf-mog")
 LIBRARIES = ("maf_jax", "dense", "flowjax", "zuko")
 HERE = Path(__file__).parent
 
@@ -77,18 +82,20 @@ def timed_compile(jitted, *args):
 
 
 def maf_jax_flow(features: int, passes=None, flow: str = "maf", hidden=HIDDEN, **settings):
-    """maf_jax's MAF (or NSF) of the workload, split into ``(graphdef, params, rest)``.
+    """maf_jax's flow (``FLOWS``) of the workload, split into ``(graphdef, params, rest)``.
 
     ``params`` are plain dicts, as the README's functional idiom holds them.
     ``settings`` (``inverse``, ``precision``, ``unroll``) go to the constructor.
     """
     from flax import nnx
 
-    from maf_jax import MAF, NSF
+    from maf_jax import MAF, NSF, MAFMoG
 
     if flow == "nsf":
         settings = dict(bins=BINS) | settings
-    flow = (NSF if flow == "nsf" else MAF)(
+    if flow == "maf-mog":
+        settings = dict(components=COMPONENTS) | settings
+    flow = {"maf": MAF, "nsf": NSF, "maf-mog": MAFMoG}[flow](
         features,
         transforms=TRANSFORMS,
         hidden_features=(hidden, hidden),
@@ -243,7 +250,18 @@ def run_jax(library: str, features: int, repeat: int, flow: str = "maf") -> dict
     if sample2 is not None:
         _, sample2_c = timed_compile(jax.jit(sample2), params2, key)
         fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
-    if library == "maf_jax" and not residual:  # the peers again, for same-process ratios
+    if library == "maf_jax" and flow == "maf-mog":  # the plain MAF, for same-process ratios
+        maf, maf_log_prob, maf_sample = maf_jax_model(features, None, "maf")
+        maf_state = optimizer.init(maf)
+        maf_c = make_train_step(maf_log_prob), jax.jit(maf_log_prob), jax.jit(maf_sample)
+        maf_c = [
+            timed_compile(f, *a)[1]
+            for f, a in zip(maf_c, [(maf, maf_state, x_train), (maf, x), (maf, key)])
+        ]
+        fns["maf_train_ms"] = lambda: jax.block_until_ready(maf_c[0](maf, maf_state, x_train))
+        fns["maf_log_prob_ms"] = lambda: jax.block_until_ready(maf_c[1](maf, x))
+        fns["maf_sample_ms"] = lambda: jax.block_until_ready(maf_c[2](maf, key))
+    if library == "maf_jax" and not residual and flow != "maf-mog":  # the peers again
         references = {"dense": dense_model(features, key)} if flow == "maf" else {}
         if importlib.util.find_spec("flowjax"):
             references["flowjax"] = flowjax_model(features, key, flow)
@@ -358,6 +376,11 @@ def ratios(results: list[dict]) -> str:
             f"D={d}: sample/log_prob {m['sample_ms'] / m['log_prob_ms']:.2f}",
             f"passes=2 sample/log_prob {m['sample_passes2_ms'] / m['log_prob_ms']:.2f}",
         ]
+        if "maf_train_ms" in m:
+            line += [
+                f"{name} / MAF (same process) {m[f'{name}_ms'] / m[f'maf_{name}_ms']:.2f}"
+                for name in ("train", "log_prob", "sample")
+            ]
         if "dense_train_ms" in m:
             line.append(
                 f"train / dense MLP (same process) {m['train_ms'] / m['dense_train_ms']:.2f}"
@@ -409,7 +432,7 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--flow", choices=("maf", "nsf"), default="maf")
+    parser.add_argument("--flow", choices=FLOWS, default="maf")
     parser.add_argument("--residual", action="store_true", help="residual=True networks")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -420,6 +443,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     left_out = {"dense", "flowjax"} if args.residual else {"dense"} if args.flow == "nsf" else ()
+    if args.flow == "maf-mog":  # no peer has a MADE MoG base
+        left_out = {"dense", "flowjax", "zuko"}
     libraries = [lib for lib in args.libraries if lib not in left_out]
     for d in args.features:
         for lib in libraries:
