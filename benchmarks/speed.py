@@ -252,15 +252,15 @@ def run_jax(library: str, features: int, repeat: int, flow: str = "maf") -> dict
         fns["sample_passes2_ms"] = lambda: jax.block_until_ready(sample2_c(params2, key))
     if library == "maf_jax" and flow == "maf-mog":  # the plain MAF, for same-process ratios
         maf, maf_log_prob, maf_sample = maf_jax_model(features, None, "maf")
-        maf_state = optimizer.init(maf)
-        maf_c = make_train_step(maf_log_prob), jax.jit(maf_log_prob), jax.jit(maf_sample)
-        maf_c = [
-            timed_compile(f, *a)[1]
-            for f, a in zip(maf_c, [(maf, maf_state, x_train), (maf, x), (maf, key)])
-        ]
-        fns["maf_train_ms"] = lambda: jax.block_until_ready(maf_c[0](maf, maf_state, x_train))
-        fns["maf_log_prob_ms"] = lambda: jax.block_until_ready(maf_c[1](maf, x))
-        fns["maf_sample_ms"] = lambda: jax.block_until_ready(maf_c[2](maf, key))
+        programs = {
+            "maf_train_ms": (make_train_step(maf_log_prob), maf, optimizer.init(maf), x_train),
+            "maf_log_prob_ms": (jax.jit(maf_log_prob), maf, x),
+            "maf_sample_ms": (jax.jit(maf_sample), maf, key),
+        }
+        for name, (jitted, *args) in programs.items():
+            fns[name] = functools.partial(
+                lambda c, *a: jax.block_until_ready(c(*a)), timed_compile(jitted, *args)[1], *args
+            )
     if library == "maf_jax" and not residual and flow != "maf-mog":  # the peers again
         references = {"dense": dense_model(features, key)} if flow == "maf" else {}
         if importlib.util.find_spec("flowjax"):
