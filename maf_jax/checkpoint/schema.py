@@ -25,7 +25,7 @@ from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
 from maf_jax.flows.autoregressive import MAF, NSF
 from maf_jax.flows.mog import MAFMoG
-from maf_jax.flows.standardized import Standardized
+from maf_jax.flows.standardized import Standardized, unwrapped
 
 __all__ = ["FORMAT", "ConfigError", "build", "check", "describe", "size"]
 
@@ -61,7 +61,7 @@ def describe(model) -> dict:
         ConfigError: For a model with parts a configuration cannot name (a custom
             activation, univariate transform or inverse).
     """
-    flow = model.flow if isinstance(model, Standardized) else model
+    flow = unwrapped(model)
     if not isinstance(flow, MAF):
         raise ConfigError(f"can only save a MAF or a Standardized MAF, got {type(flow).__name__}")
     first = flow.transforms.stacked  # its settings are every transform's

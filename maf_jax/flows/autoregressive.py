@@ -191,7 +191,7 @@ class MAF(nnx.Module):
         training forward of the data rows ``x`` ``(*, features)`` (for a flow with
         ``bounds``, carried to the real line by its ``support`` first).
         """
-        self._update_norms(self._real_line(x), c)
+        self._update_norms(*self._flow_inputs(x, c))
 
     def set_batch_norms(self, x: jax.Array, c: jax.Array | None = None) -> None:
         """Sets each batch normalisation's statistics to those of its input rows.
@@ -202,10 +202,11 @@ class MAF(nnx.Module):
         ``update_batch_norms``), the earlier ones normalising with the statistics
         just set.
         """
-        self._set_norms(self._real_line(x), c)
+        self._set_norms(*self._flow_inputs(x, c))
 
-    def _real_line(self, x: jax.Array) -> jax.Array:
-        return x if self.support is None else self.support.forward(x)
+    def _flow_inputs(self, x: jax.Array, c: jax.Array | None):
+        """``x`` and ``c`` as the transforms see them: ``x`` carried to the real line."""
+        return (x if self.support is None else self.support.forward(x)), c
 
     def _update_norms(self, u: jax.Array, c: jax.Array | None) -> None:
         """``update_batch_norms`` on ``u``, the input of the transforms."""

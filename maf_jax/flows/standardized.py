@@ -13,7 +13,7 @@ from maf_jax.core._pytree import float_dtype
 from maf_jax.distributions import NormalizingFlow
 from maf_jax.flows.autoregressive import bounded
 
-__all__ = ["Standardization", "Standardized"]
+__all__ = ["Standardization", "Standardized", "unwrapped"]
 
 
 class Standardization(nnx.Variable):
@@ -141,3 +141,8 @@ class Standardized(nnx.Module):
             batch_shape=inner.batch_shape,
         )
         return bounded(standardized, support)
+
+
+def unwrapped(model: nnx.Module) -> nnx.Module:
+    """The flow of ``model``: the one it wraps for a ``Standardized`` model, else ``model``."""
+    return model.flow if isinstance(model, Standardized) else model

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from maf_jax.checkpoint.training import path_name
 from maf_jax.core._pytree import float_dtype
 from maf_jax.data.loaders import DataError, check_rows
-from maf_jax.flows.standardized import Standardized
+from maf_jax.flows.standardized import Standardized, unwrapped
 from maf_jax.train.batches import make_shards
 from maf_jax.train.distributed import global_array, replicate, to_host
 from maf_jax.train.loop import History, Interrupted, Loop, State
@@ -96,7 +96,7 @@ def mean_log_prob(model, data, context=None, batch_size: int = 4096) -> tuple[fl
 
 def _support(model):
     """The support of ``model``'s flow, or ``None`` for the real line."""
-    return getattr(model.flow if isinstance(model, Standardized) else model, "support", None)
+    return getattr(unwrapped(model), "support", None)
 
 
 def _check_inputs(flow, data, context, dtype):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maf_jax.flows.standardized import Standardized
+from maf_jax.flows.standardized import unwrapped
 from maf_jax.train.batches import Shards
 from maf_jax.train.distributed import allgather
 
@@ -42,8 +42,7 @@ def set_training_statistics(model: nnx.Module, shards: Shards, chunk: int = CHUN
         shards: The training rows (``Shard.x_train``, ``c_train``) of this process.
         chunk: Rows per compiled call.
     """
-    flow = model.flow if isinstance(model, Standardized) else model
-    norms, total = flow.norms.stacked, sum(shards.train)
+    norms, total = unwrapped(model).norms.stacked, sum(shards.train)
     graphdef = nnx.graphdef(model)
     for i in range(norms.mean.shape[0]):
         shift = np.asarray(norms.mean[...][i])
@@ -78,11 +77,8 @@ def _moments(graphdef, i: int, state, x, c, weights, shift):
     ``y`` holds the rows ``x`` at the input of normalisation ``i``.
     """
     model = nnx.merge(graphdef, state)
-    if isinstance(model, Standardized):
-        (u, c), flow = model._flow_inputs(x, c), model.flow
-    else:
-        u, flow = model._real_line(x), model
-    steps = flow._normalized_steps(c)
+    u, c = model._flow_inputs(x, c)
+    steps = unwrapped(model)._normalized_steps(c)
     u = steps._broadcast(u)
     for j in range(i):  # the normalisations before i, with the statistics set
         u = steps[j].forward(u)
