@@ -9,8 +9,8 @@ transforms with hidden (50, 50) (sbi's default estimator), trained by the loop o
   normals truncated to the box, wide against it.
 
 For maf_jax's MAF and NSF without and with ``bounds`` (the prior's box; ``--link``
-picks the map, probit by default), and zuko's and flowjax's MAF and NSF (``_nsf``:
-rational-quadratic splines of 8 bins on [-5, 5], the same networks): the
+picks the map, the library's default if not given), and zuko's and flowjax's MAF and
+NSF (``_nsf``: rational-quadratic splines of 8 bins on [-5, 5], the same networks): the
 fraction of posterior draws outside the prior (10,000 per observation, for 20
 observations of held-out simulations), the held-out mean log q(theta | x) on 2,000
 fresh simulations (nats, higher is better; the flows without bounds also spend mass
@@ -22,7 +22,7 @@ unbounded twin's, paired by seed.
     python benchmarks/npe.py two_moons --seeds 0 1 2
     python benchmarks/npe.py gaussian_box --seeds 0 1 2
 
-Writes benchmarks/results/npe_<task>.json and .md (npe_<task>_logit.* with ``--link logit``).
+Writes benchmarks/results/npe_<task>.json and .md (npe_<task>_<link>.* with another ``--link``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from density import train_functional, train_loop
+
+from maf_jax.bijections.support import DEFAULT_LINK, LINKS
 
 HERE = Path(__file__).parent
 HIDDEN, TRANSFORMS, SIMULATIONS, TEST, OBSERVATIONS, DRAWS = 50, 5, 10_000, 2_000, 20, 10_000
@@ -57,7 +59,7 @@ def simulate(task: str, rng: np.random.Generator, n: int):
     return theta, theta + rng.normal(size=(n, 5)), (-3.0, 3.0)
 
 
-def run_maf_jax(data, seed, epochs, nsf=False, bounded=False, link="probit"):
+def run_maf_jax(data, seed, epochs, nsf=False, bounded=False, link=DEFAULT_LINK):
     from flax import nnx
 
     from maf_jax import MAF, NSF
@@ -206,7 +208,7 @@ def main():
     names = [name.replace("bounds_nsf", "nsf_bounds") for name in names]
     parser.add_argument("--libraries", nargs="+", default=names, choices=names)
     parser.add_argument(
-        "--link", choices=["probit", "logit"], default="probit", help="the bounded flows' map"
+        "--link", choices=LINKS, default=DEFAULT_LINK, help="the bounded flows' map"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -250,7 +252,7 @@ def main():
             )
             print(args.task, name, seed, runs[name][-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"npe_{args.task}" + ("" if args.link == "probit" else f"_{args.link}")
+    stem = f"npe_{args.task}" + ("" if args.link == DEFAULT_LINK else f"_{args.link}")
     (args.out / f"{stem}.json").write_text(json.dumps(runs, indent=1))
 
     def mean_se(values, digits):
@@ -261,10 +263,11 @@ def main():
         )
         return f"{np.mean(values):.{digits}f}{se}"
 
-    link = "" if args.link == "probit" else f" --link {args.link}"
+    link = "" if args.link == DEFAULT_LINK else f" --link {args.link}"
+    libraries = "" if args.libraries == names else f" --libraries {' '.join(args.libraries)}"
     lines = [
         f"`python benchmarks/npe.py {args.task} --seeds {' '.join(map(str, args.seeds))} "
-        f"--epochs {args.epochs}{link}`",
+        f"--epochs {args.epochs}{link}{libraries}`",
         "",
         f"| {args.task} | draws outside the prior | held-out log q(theta \\| x) (nats) "
         "| 10,000 accepted draws (s) | training (s) | epochs |",

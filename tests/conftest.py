@@ -1,11 +1,14 @@
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
+from scipy.special import log_expit, logit, ndtri
 
 HERE = Path(__file__).parent
 
@@ -263,3 +266,21 @@ def graphs(draw, features=7, context=2):
         )
     hidden = tuple(draw(st.lists(st.integers(1, 13), max_size=2)))
     return a, c, hidden, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+def link_reference(link, x, a, b):
+    """``u`` and ``log|du/dx|`` of two finite bounds, written out with scipy in float64."""
+    x, width = np.asarray(x, np.float64), b - a
+    t = (x - a) / width
+    if link == "probit":
+        u = ndtri(t)
+        return u, 0.5 * u**2 + 0.5 * math.log(2 * math.pi) - math.log(width)
+    if link == "logit":
+        u = logit(t)
+        return u, -math.log(width) - log_expit(u) - log_expit(-u)
+    # the identity, but within 2% of the width of a bound: a + d + s Phi^{-1}((x - a) / 2d)
+    d = 0.02 * width
+    s = 2 * d / math.sqrt(2 * math.pi)
+    z_low, z_high = ndtri(np.minimum(x - a, d) / (2 * d)), ndtri(np.minimum(b - x, d) / (2 * d))
+    u = np.where(x - a < d, a + d + s * z_low, np.where(b - x < d, b - d - s * z_high, x))
+    return u, np.where(x - a < d, z_low**2 / 2, np.where(b - x < d, z_high**2 / 2, 0.0))

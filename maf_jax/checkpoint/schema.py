@@ -19,7 +19,7 @@ from maf_jax.bijections.autoregressive import DERIVATIVES, INVERSES
 from maf_jax.bijections.entries import UNIVARIATES, parameter_shapes
 from maf_jax.bijections.registry import entry_of
 from maf_jax.bijections.spline import RationalQuadraticSpline
-from maf_jax.bijections.support import LINKS, Support
+from maf_jax.bijections.support import DEFAULT_LINK, LINKS, Support
 from maf_jax.core.graph import check_adjacency, with_diagonal
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS, Wiring, activation_name
@@ -102,7 +102,7 @@ def describe(model) -> dict:
         residual=layout.residual,
         identity_init=first.identity_init,
         bounds=None if flow.support is None else flow.support.pairs(),
-        link="probit" if flow.support is None else flow.support.link,
+        link=DEFAULT_LINK if flow.support is None else flow.support.link,
         batch_norm=flow.norms is not None,
         base=(
             dict(name="mog", components=flow.mixture.components)

@@ -11,7 +11,7 @@ import math
 
 from maf_jax import __version__
 from maf_jax.bijections.autoregressive import INVERSES
-from maf_jax.bijections.support import LINKS
+from maf_jax.bijections.support import DEFAULT_LINK, LINKS
 from maf_jax.core.network import ACTIVATIONS, PRECISIONS
 from maf_jax.data.loaders import SKLEARN
 from maf_jax.data.toy import TOY_DENSITIES
@@ -209,9 +209,10 @@ def parser() -> argparse.ArgumentParser:
         "rows on or beyond a bound are refused; write --bounds=-1:1 for a negative bound",
     )  # fmt: skip
     fit.add_argument(
-        "--link", choices=LINKS, default="probit",
+        "--link", choices=LINKS, default=DEFAULT_LINK,
         help="the map of a feature with two finite bounds to the real line (default: probit, "
-        "whose Gaussian tails the flow draws well; logit is sbi's)",
+        "whose Gaussian tails the flow draws well; linear is the identity but within 2%% of "
+        "the width of a bound, for posteriors thin against the box; logit is sbi's)",
     )  # fmt: skip
     fit.add_argument(
         "--batch-norm", action="store_true",

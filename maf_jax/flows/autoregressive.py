@@ -14,7 +14,7 @@ from maf_jax.bijections.batch_norm import batch_statistics, input_statistics
 from maf_jax.bijections.chain import Chain
 from maf_jax.bijections.spline import RationalQuadraticSpline
 from maf_jax.bijections.standardize import Compose
-from maf_jax.bijections.support import Support, check_link
+from maf_jax.bijections.support import DEFAULT_LINK, Support, check_link
 from maf_jax.core._checks import positive_int
 from maf_jax.core.masks import check_order
 from maf_jax.distributions import DiagNormal, NormalizingFlow
@@ -52,8 +52,12 @@ class MAF(nnx.Module):
             ``-inf`` outside. ``None`` (the default): the real line.
         link: How a feature with two finite bounds ``a < b`` maps to the real
             line: ``"probit"`` (``Phi^{-1}((x - a) / (b - a))``, the default: the
-            density at a bound becomes a Gaussian tail, which the flow draws well)
-            or ``"logit"`` (sbi's map; flows saved before the probit use it).
+            density at a bound becomes a Gaussian tail, which the flow draws
+            well), ``"linear"`` (the identity, but within 2% of the width of a
+            bound, where a probit tail takes over: for posteriors thin against
+            the box, best with spline flows) or ``"logit"`` (sbi's map; flows
+            saved before the probit use it). ``maf_jax.bijections.Support`` says
+            which when.
         batch_norm: Whether a batch normalisation follows every transform (the
             paper's MAF): ``maf_jax.nn.BatchNorm``, with batch statistics in
             training mode (``flow.train()``, as built) and running averages in
@@ -98,7 +102,7 @@ class MAF(nnx.Module):
         rngs: nnx.Rngs,
         order: Sequence[int] | None = None,
         bounds=None,
-        link: str = "probit",
+        link: str = DEFAULT_LINK,
         batch_norm: bool = False,
         batch_norm_axis: Hashable | None = None,
         param_dtype=jnp.float32,

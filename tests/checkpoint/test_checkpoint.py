@@ -190,7 +190,9 @@ def test_batch_norms_round_trip_and_load_evaluating(tmp_path):
         checkpoint.load(tmp_path / "bad.npz")
 
 
-@pytest.mark.parametrize("standardized,link", [(False, "probit"), (True, "logit")])
+@pytest.mark.parametrize(
+    "standardized,link", [(False, "linear"), (True, "probit"), (False, "logit")]
+)
 def test_bounds_are_stored_and_restored(tmp_path, standardized, link):
     bounds = [(0.0, 1.0), (None, 2.5), (-3.0, None), (None, None)]
     model = scramble(MAF(4, context=1, transforms=2, bounds=bounds, link=link, rngs=nnx.Rngs(0)))
@@ -231,7 +233,7 @@ def test_bounded_files_written_before_the_probit_keep_the_logit(tmp_path):
     x = jnp.array([[0.5, 1e-3], [0.999, 0.2]])
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
     rewrite(path, tmp_path / "bad.npz", config(lambda settings: settings.update(link="tanh")))
-    expected = r"link must be one of \['probit', 'logit'\], got 'tanh'"
+    expected = r"link must be one of \['linear', 'probit', 'logit'\], got 'tanh'"
     with pytest.raises(CheckpointError, match=expected):
         checkpoint.load(tmp_path / "bad.npz")
 

@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scramble
+from conftest import link_reference, scramble
 from flax import nnx
-from scipy.special import expit, logit, ndtri
-from scipy.stats import norm
 
 from maf_jax import MAF, NSF, MAFMoG
 from maf_jax.flows.standardized import Standardized
@@ -19,12 +17,24 @@ BOX = [(-1.0, 1.0), (0.0, 2.0)]
 MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
 
 
-@pytest.fixture(scope="module", params=["probit", "logit"])
+# per link, a box against which the flows below are wide: their mass presses against
+# the bounds. The linear link is the identity inside its box, and a flow whose mass
+# spills beyond a tail by more than a few of its scales puts it on the bound (the
+# float's resolution, Support's docstring): its box is wider.
+BOXES = {"linear": [(-5.0, 5.0), (-4.0, 6.0)], "probit": BOX, "logit": BOX}
+
+
+@pytest.fixture(scope="module", params=list(BOXES))
 def box_flow(request):
-    # a wide generic flow: its mass presses against the bounds
-    flow = MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOX, link=request.param,
-               rngs=nnx.Rngs(0))  # fmt: skip
+    flow = MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOXES[request.param],
+               link=request.param, rngs=nnx.Rngs(0))  # fmt: skip
     return scramble(flow)
+
+
+def in_box(flow, shares):
+    """Points at ``shares`` of the width of each feature of ``flow``'s box, float32."""
+    lower, upper = np.array(flow.support.lower), np.array(flow.support.upper)
+    return jnp.asarray(lower + np.asarray(shares) * (upper - lower), jnp.float32)
 
 
 def test_density_integrates_to_one_over_the_box(box_flow):
@@ -33,23 +43,22 @@ def test_density_integrates_to_one_over_the_box(box_flow):
     edge = np.geomspace(1e-6, 0.02, 120)
     share = np.concatenate([[0.0], edge, np.linspace(0.02, 0.98, 700)[1:-1], 1 - edge[::-1], [1]])
     mid, size = (share[1:] + share[:-1]) / 2, np.diff(share)
-    xs, ys = -1 + 2 * mid, 2 * mid  # both boxes are 2 wide
-    grid = jnp.asarray(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), jnp.float32)
+    grid = in_box(box_flow, np.stack(np.meshgrid(mid, mid), -1).reshape(-1, 2))
     density = np.exp(np.asarray(jax.jit(lambda x: box_flow().log_prob(x))(grid), np.float64))
-    mass = density @ np.outer(2 * size, 2 * size).reshape(-1)
+    width = np.subtract(box_flow.support.upper, box_flow.support.lower)
+    mass = density @ np.outer(width[0] * size, width[1] * size).reshape(-1)
     assert abs(mass - 1) < 2e-3, mass
 
 
 def test_log_prob_is_the_unconstrained_flows_plus_the_maps_log_det(box_flow):
-    x = np.array([[0.3, 1.2], [-0.999, 1e-3], [0.99, 1.999]], np.float32).astype(np.float64)
-    share = (x - [-1.0, 0.0]) / 2  # both features' boxes are 2 wide
-    # the maps and log|du/dx| = -log(2 dt/du), written out with scipy
-    if box_flow.support.link == "probit":
-        u = ndtri(share)
-        ladj = -np.log(2 * norm.pdf(u)).sum(1)
-    else:
-        u = logit(share)
-        ladj = -np.log(2 * expit(u) * expit(-u)).sum(1)
+    x = np.asarray(in_box(box_flow, [[0.65, 0.6], [5e-4, 5e-4], [0.995, 0.9995]]), np.float64)
+    # the maps and log|du/dx|, written out with scipy
+    support = box_flow.support
+    (u0, ladj0), (u1, ladj1) = (
+        link_reference(support.link, x[:, i], a, b)
+        for i, (a, b) in enumerate(zip(support.lower, support.upper))
+    )
+    u, ladj = np.stack([u0, u1], 1), ladj0 + ladj1
     mapped = box_flow.support.forward(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(mapped, u, rtol=1e-6, atol=1e-6)
     # the unconstrained density at the support's own u: a wide flow's log density
@@ -60,7 +69,7 @@ def test_log_prob_is_the_unconstrained_flows_plus_the_maps_log_det(box_flow):
 
 
 def test_log_prob_outside_is_minus_infinity_never_nan(box_flow):
-    x = jnp.array([[1.0, 1.0], [-1.5, 1.0], [0.0, 0.0], [0.0, 7.0], [0.0, -jnp.inf]])
+    x = in_box(box_flow, [[1.0, 0.5], [-0.25, 0.5], [0.5, 0.0], [0.5, 3.5], [0.5, -np.inf]])
     log_prob = box_flow().log_prob(x)
     assert log_prob.tolist() == [-math.inf] * 5
 
@@ -82,7 +91,7 @@ def test_samples_lie_inside_on_every_feature(cls, kwargs):
 
 def test_gradients_are_finite_next_to_the_bounds(box_flow):
     graphdef, params, rest = nnx.split(box_flow, nnx.Param, ...)
-    x = jnp.array([[-1 + 1e-6, 1e-6], [1 - 1e-6, 2 - 1e-6], [0.0, 1.0]])
+    x = in_box(box_flow, [[5e-7, 5e-7], [1 - 5e-7, 1 - 5e-7], [0.5, 0.5]])
 
     def nll(params, x):
         return -nnx.merge(graphdef, params, rest)().log_prob(x).mean()
@@ -97,26 +106,29 @@ def test_gradients_are_finite_next_to_the_bounds(box_flow):
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(jax.grad(sampled)(params)))
 
 
-def test_standardized_standardises_on_the_real_line_and_keeps_samples_inside():
-    flow = MAF(
-        2, transforms=2, hidden_features=(8,), bounds=[(0.0, 1.0), (0.0, None)], rngs=nnx.Rngs(2)
-    )
+@pytest.mark.parametrize("link", ["linear", "probit"])
+def test_standardized_standardises_on_the_real_line_and_keeps_samples_inside(link):
+    flow = MAF(2, transforms=2, hidden_features=(8,), bounds=[(0.0, 1.0), (0.0, None)],
+               link=link, rngs=nnx.Rngs(2))  # fmt: skip
     rng = np.random.default_rng(0)
     data = np.stack([rng.beta(0.5, 0.5, 2000), rng.exponential(3.0, 2000)], 1)
     model = Standardized.from_data(flow, data)
     # the data's mean and standard deviation through the maps linearised at the mean:
-    # probit(m) and s / phi(probit(m)); log(expm1(m)) and s / (1 - e^-m)
+    # the link's u(m) and s |du/dx|(m) (the linear link: m and s, m being inside);
+    # log(expm1(m)) and s / (1 - e^-m)
     m, s = data.mean(0), data.std(0)
-    mean = [ndtri(m[0]), math.log(math.expm1(m[1]))]
-    std = [s[0] / norm.pdf(ndtri(m[0])), s[1] / -math.expm1(-m[1])]
+    u_mean, log_slope = link_reference(link, m[0], 0.0, 1.0)
+    mean = [u_mean, math.log(math.expm1(m[1]))]
+    std = [s[0] * np.exp(log_slope), s[1] / -math.expm1(-m[1])]
     np.testing.assert_allclose(model.mean[...], mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.std[...], std, rtol=1e-5)
     x = np.asarray(model().sample(jax.random.key(0), (20_000,)))
     assert (x > 0).all() and (x[:, 0] < 1).all()
     # one standardised step: log p(x) = log p_flow((u - mean) / std) - sum log std + log|du/dx|
     point = jnp.array([[0.25, 2.0]])
-    u = jnp.array([[ndtri(0.25), math.log(math.expm1(2.0))]])
-    ladj = -math.log(norm.pdf(ndtri(0.25))) - math.log(-math.expm1(-2.0))
+    u_point, log_slope = link_reference(link, 0.25, 0.0, 1.0)
+    u = jnp.array([[u_point, math.log(math.expm1(2.0))]])
+    ladj = log_slope - math.log(-math.expm1(-2.0))
     inner = flow.unconstrained().log_prob((u - model.mean[...]) / model.std[...])
     expected = inner - jnp.log(model.std[...]).sum() + ladj
     np.testing.assert_allclose(model().log_prob(point), expected, rtol=1e-5)
@@ -142,6 +154,6 @@ def test_bad_bounds_are_refused_at_construction(bounds, match):
 
 @pytest.mark.parametrize("bounds", [None, (0, 1)])
 def test_another_link_is_refused_with_or_without_bounds(bounds):
-    expected = r"link: expected one of \('probit', 'logit'\), got 'tanh'"
+    expected = r"link: expected one of \('linear', 'probit', 'logit'\), got 'tanh'"
     with pytest.raises(ValueError, match=expected):
         MAF(2, bounds=bounds, link="tanh", rngs=nnx.Rngs(0))
