@@ -42,10 +42,10 @@ whose posteriors are thin crescents, an affine MAF loses 0.077 with the probit a
 gains 0.043 with ``"linear"``, a spline flow loses 0.033 and 0.012; on a 5-D box whose
 posteriors are wide against it, the MAF gains 0.22 and 0.09, the spline flow 0.05 and
 0.045. The linear link's narrow tails cost an affine flow where a posterior is wide: it
-spreads mass past a tail, and that mass lands next to the bound (on that 5-D box, 1.8%
-of the MAF's draws within 1e-6 of a bound, none with the probit; 7% of a parameter the
-data do not inform). Spline flows draw such edges: with them, and for posteriors thin
-against the box, ``"linear"``; otherwise the probit. Every map is computed from each
+spreads mass past a tail, and that mass lands next to the bound (on that 5-D box, 9.6%
+of the MAF's draws lie within 1e-6 of the box's width of a bound, 0.7% of the spline
+flow's, none with the probit). Spline flows draw such edges: with them, and for
+posteriors thin against the box, ``"linear"``; otherwise the probit. Every map is computed from each
 end's own distance to its bound, so the log-determinant is exact in float32 at both
 ends.
 
