@@ -45,9 +45,9 @@ posteriors are wide against it, the MAF gains 0.22 and 0.09, the spline flow 0.0
 spreads mass past a tail, and that mass lands next to the bound (on that 5-D box, 9.6%
 of the MAF's draws lie within 1e-6 of the box's width of a bound, 0.7% of the spline
 flow's, none with the probit). Spline flows draw such edges: with them, and for
-posteriors thin against the box, ``"linear"``; otherwise the probit. Every map is computed from each
-end's own distance to its bound, so the log-determinant is exact in float32 at both
-ends.
+posteriors thin against the box, ``"linear"``; otherwise the probit. Every map is
+computed from each end's own distance to its bound, so the log-determinant is exact
+in float32 at both ends.
 
 The price of a Gaussian tail is resolution: a sample's distance to a bound falls
 below the dtype's spacing where the tail thins out. For the box ``(-1, 1)`` in
@@ -74,7 +74,7 @@ from maf_jax.core import _pytree
 
 __all__ = ["Support"]
 
-LINKS = ("linear", "probit", "logit")
+LINKS = ("probit", "linear", "logit")
 DEFAULT_LINK = "probit"
 # ``link="linear"``: the share of the width, next to each bound, that its tail takes
 TAIL = 0.02
@@ -182,8 +182,8 @@ class Support:
     Attributes:
         lower: Per feature, the lower bound, ``-inf`` for none.
         upper: Per feature, the upper bound, ``inf`` for none.
-        link: The map of the features with two finite bounds: ``"linear"``,
-            ``"probit"`` or ``"logit"`` (the module's docstring says which when).
+        link: The map of the features with two finite bounds: ``"probit"``,
+            ``"linear"`` or ``"logit"`` (the module's docstring says which when).
 
     ``forward`` (data to unconstrained) gives ``log|det|`` ``-inf`` for a row with a
     feature on or outside a finite bound, so a flow's ``log_prob`` there is ``-inf``
@@ -211,7 +211,7 @@ class Support:
                 ``(1, 2)``), or one per feature (shape ``(features, 2)``); ``None``,
                 ``-inf`` or ``inf`` for an unbounded side.
             features: The number of features.
-            link: The map of two finite bounds: ``"linear"``, ``"probit"`` or ``"logit"``.
+            link: The map of two finite bounds: ``"probit"``, ``"linear"`` or ``"logit"``.
 
         Raises:
             ValueError: For another shape, a bound that is not a number, NaN, a

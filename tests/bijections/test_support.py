@@ -13,7 +13,7 @@ from maf_jax.bijections import Support
 # per feature: both bounds, a lower one, an upper one, none
 MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
 SUPPORT = Support.of(MIXED, features=4)
-LINKS = ("linear", "probit", "logit")
+LINKS = ("probit", "linear", "logit")
 SUPPORTS = [Support.of(MIXED, 4, link) for link in LINKS]
 INSIDE = jnp.array(
     [
@@ -148,7 +148,7 @@ def test_bad_bounds_are_refused_by_name(bounds, match):
 
 
 def test_another_link_is_refused_naming_the_links():
-    expected = r"link: expected one of \('linear', 'probit', 'logit'\), got 'tanh'"
+    expected = r"link: expected one of \('probit', 'linear', 'logit'\), got 'tanh'"
     with pytest.raises(ValueError, match=expected):
         Support.of((0, 1), 2, link="tanh")
 

@@ -233,7 +233,7 @@ def test_bounded_files_written_before_the_probit_keep_the_logit(tmp_path):
     x = jnp.array([[0.5, 1e-3], [0.999, 0.2]])
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
     rewrite(path, tmp_path / "bad.npz", config(lambda settings: settings.update(link="tanh")))
-    expected = r"link must be one of \['linear', 'probit', 'logit'\], got 'tanh'"
+    expected = r"link must be one of \['probit', 'linear', 'logit'\], got 'tanh'"
     with pytest.raises(CheckpointError, match=expected):
         checkpoint.load(tmp_path / "bad.npz")
 

@@ -154,6 +154,6 @@ def test_bad_bounds_are_refused_at_construction(bounds, match):
 
 @pytest.mark.parametrize("bounds", [None, (0, 1)])
 def test_another_link_is_refused_with_or_without_bounds(bounds):
-    expected = r"link: expected one of \('linear', 'probit', 'logit'\), got 'tanh'"
+    expected = r"link: expected one of \('probit', 'linear', 'logit'\), got 'tanh'"
     with pytest.raises(ValueError, match=expected):
         MAF(2, bounds=bounds, link="tanh", rngs=nnx.Rngs(0))
