@@ -163,12 +163,8 @@ def _linear_inverse(u, a, b, width, dtype):
     # how far u lies beyond the start of the nearer tail, in the tail's scale
     z_low, z_high = (u - (a + d)) / scale, ((b - d) - u) / scale
     low, high = z_low < 0, z_high < 0
-    x = jnp.where(
-        low,
-        a + 2 * d * ndtr(jnp.where(low, z_low, 0)),
-        jnp.where(high, b - 2 * d * ndtr(jnp.where(high, z_high, 0)), u),
-    )
-    z = jnp.where(low, z_low, jnp.where(high, z_high, 0))
+    z = jnp.where(low, z_low, jnp.where(high, z_high, 0))  # 0 inside: no branch makes a NaN
+    x = jnp.where(low, a + 2 * d * ndtr(z), jnp.where(high, b - 2 * d * ndtr(z), u))
     return x, -0.5 * jnp.square(z)
 
 
