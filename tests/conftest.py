@@ -268,8 +268,21 @@ def graphs(draw, features=7, context=2):
     return a, c, hidden, draw(st.booleans()), draw(st.integers(0, 2**16))
 
 
-def link_reference(link, x, a, b):
-    """``u`` and ``log|du/dx|`` of two finite bounds, written out with scipy in float64."""
+def set_shares(flow, shares):
+    """Sets ``flow``'s learned tails to ``shares`` of each feature's width."""
+    import jax.numpy as jnp
+
+    from maf_jax.flows.autoregressive import TAILS_GAIN
+
+    shares = np.asarray(shares, np.float64)
+    flow.tails[...] = jnp.asarray(logit(2 * shares) / TAILS_GAIN, flow.tails[...].dtype)
+
+
+def link_reference(link, x, a, b, share=0.02):
+    """``u`` and ``log|du/dx|`` of two finite bounds, written out with scipy in float64.
+
+    ``share``: the linear links' share of the width that each tail takes.
+    """
     x, width = np.asarray(x, np.float64), b - a
     t = (x - a) / width
     if link == "probit":
@@ -278,8 +291,8 @@ def link_reference(link, x, a, b):
     if link == "logit":
         u = logit(t)
         return u, -math.log(width) - log_expit(u) - log_expit(-u)
-    # the identity, but within 2% of the width of a bound: a + d + s Phi^{-1}((x - a) / 2d)
-    d = 0.02 * width
+    # the identity, but within d of a bound: a + d + s Phi^{-1}((x - a) / 2d)
+    d = share * width
     s = 2 * d / math.sqrt(2 * math.pi)
     z_low, z_high = ndtri(np.minimum(x - a, d) / (2 * d)), ndtri(np.minimum(b - x, d) / (2 * d))
     u = np.where(x - a < d, a + d + s * z_low, np.where(b - x < d, b - d - s * z_high, x))

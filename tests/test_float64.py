@@ -166,6 +166,7 @@ def test_any_dag_inverts_exactly(graph):
 # box is wider against the flow (Support's docstring)
 BOUNDED = [
     ("linear", (-6.0, 6.0), 0.9),
+    ("learned", (-6.0, 6.0), 0.9),  # its tails a float64 parameter, at their start
     ("probit", (-1.0, 2.0), 0.8),
     ("logit", (-1.0, 2.0), 0.99),
 ]

@@ -6,13 +6,15 @@ real line, and samples back. Per feature:
 
 - two finite bounds ``a < b``, by ``link``:
 
-  - ``"probit"`` (the default): ``u = Phi^{-1}((x - a) / (b - a))``, so
-    ``x = a + (b - a) Phi(u)``, ``Phi`` the standard normal's distribution function;
-  - ``"linear"``: the identity, ``u = x``, but within ``d = 0.02 (b - a)`` of a bound,
-    where a probit tail takes over: ``x = a + 2 d Phi((u - a - d) / s)`` below
-    ``a + d`` (and its mirror above ``b - d``) with ``s = 2 d phi(0)``, so that the
-    tail meets the identity with slope 1 (its slope is ``exp(-z^2 / 2)``,
-    ``z = (u - a - d) / s``);
+  - ``"learned"`` (the default): the identity, ``u = x``, but within ``d = share (b - a)``
+    of a bound, where a probit tail takes over: ``x = a + 2 d Phi((u - a - d) / s)``
+    below ``a + d`` (and its mirror above ``b - d``) with ``s = 2 d phi(0)``, so that
+    the tail meets the identity with slope 1 (its slope is ``exp(-z^2 / 2)``,
+    ``z = (u - a - d) / s``), ``Phi`` the standard normal's distribution function;
+    ``share`` in ``(0, 1/2]`` per feature, which a flow trains with its other
+    parameters from 0.02 (``MAF.tails``);
+  - ``"probit"``: ``u = Phi^{-1}((x - a) / (b - a))``, so ``x = a + (b - a) Phi(u)``;
+  - ``"linear"``: the learned link with ``share`` 0.02, fixed;
   - ``"logit"`` (sbi's map): ``u = logit((x - a) / (b - a))``, so
     ``x = a + (b - a) sigmoid(u)``;
 
@@ -36,23 +38,30 @@ spline's domain (``benchmarks/npe.py``: spline flows held out 0.2-0.4 nats less)
 The probit bends the whole box: a parameter that the data do not inform (a posterior
 as uniform as the prior) becomes exactly ``N(0, 1)``, and a posterior wide against the
 box and cut by a wall a smooth shape; a posterior thin against the box comes out
-bent. ``"linear"`` keeps the box as it is but for its tails. Per seed against the same
-flow without bounds (``benchmarks/npe.py``, held-out nats, 8 seeds): on two moons,
-whose posteriors are thin crescents, an affine MAF loses 0.077 with the probit and
-gains 0.043 with ``"linear"``, a spline flow loses 0.033 and 0.012; on a 5-D box whose
-posteriors are wide against it, the MAF gains 0.22 and 0.09, the spline flow 0.05 and
-0.045. The linear link's narrow tails cost an affine flow where a posterior is wide: it
-spreads mass past a tail, and that mass lands next to the bound (on that 5-D box, 9.6%
-of the MAF's draws lie within 1e-6 of the box's width of a bound, 0.7% of the spline
-flow's, none with the probit). Spline flows draw such edges: with them, and for
-posteriors thin against the box, ``"linear"``; otherwise the probit. Every map is
-computed from each end's own distance to its bound, so the log-determinant is exact
-in float32 at both ends.
+bent. ``"linear"`` keeps the box as it is but for narrow tails, and a flow that
+spreads mass past one puts it next to the bound. The learned link spans both: at
+``share = 1/2`` its tails meet in the middle and it is the probit of an affine map of
+``u`` (``x = a + w Phi((u - (a + b) / 2) / (w phi(0)))``, ``w = b - a``), and the
+likelihood widens the tails of a feature whose data crowd a bound, while a feature
+whose data keep away from the bounds keeps its tails at 0.02 (they get no gradient).
+Start small: near ``1/2`` the likelihood is flat in the share and it stays there.
+
+Per seed against the same flow without bounds (``benchmarks/npe.py``, held-out nats,
+8 seeds): on two moons, whose posteriors are thin crescents, an affine MAF holds out
+0.011 ± 0.014 less with the learned link (0.077 less with the probit, 0.043 more with
+``"linear"``), a spline flow 0.001 more (0.033 and 0.012 less); on a 5-D box whose
+posteriors are wide against it, the MAF gains 0.36 (probit 0.22, linear 0.09), the
+spline flow 0.05 (0.05, 0.045). Draws inside but within 1e-6 of the box's width of a
+bound, on that 5-D box: none of the MAF's with the learned link or the probit, 9.6%
+with ``"linear"``; the spline flow's 0.52%, none and 0.7%. Every map is computed from
+each end's own distance to its bound, so the log-determinant is exact in float32 at
+both ends.
 
 The price of a Gaussian tail is resolution: a sample's distance to a bound falls
 below the dtype's spacing where the tail thins out. For the box ``(-1, 1)`` in
 float32 that is past ``u = -5.4`` with the probit (``-8.3`` in float64), past
-``0.057 (b - a)`` beyond the bound with ``"linear"`` (``0.11 (b - a)``), and only
+``0.057 (b - a)`` beyond the bound with ``"linear"`` (``0.11 (b - a)``; the learned
+link's tails scale with their share), and only
 past ``u = -17`` (``-37``) with the logit. Such a sample lands on the last number
 before the bound, never on it, and its ``log_prob`` is that of the rounded point. A
 flow fit to data puts next to no mass there (no data of that dtype lies closer to
@@ -74,9 +83,10 @@ from maf_jax.core import _pytree
 
 __all__ = ["Support"]
 
-LINKS = ("probit", "linear", "logit")
-DEFAULT_LINK = "probit"
-# ``link="linear"``: the share of the width, next to each bound, that its tail takes
+LINKS = ("learned", "probit", "linear", "logit")
+DEFAULT_LINK = "learned"
+# ``link="linear"``: the share of the width, next to each bound, that its tail takes;
+# ``link="learned"``: the share a flow's tails start at
 TAIL = 0.02
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -90,6 +100,22 @@ def check_link(link: str) -> str:
     if link not in LINKS:
         raise ValueError(f"link: expected one of {LINKS}, got {link!r}")
     return link
+
+
+def _check_share(share, features: int, link: str) -> jax.Array:
+    """``share`` as a ``(features,)`` array in ``(0, 1/2]``, for ``link="learned"``.
+
+    Raises:
+        ValueError: Naming what was expected.
+    """
+    if link != "learned":
+        raise ValueError(f"share: only link='learned' has learned tails, got link={link!r}")
+    share = jnp.asarray(share)
+    if share.shape != (features,):
+        raise ValueError(f"share: expected shape ({features},), got {share.shape}")
+    if not isinstance(share, jax.core.Tracer) and not ((share > 0) & (share <= 0.5)).all():
+        raise ValueError(f"share: expected tails' shares in (0, 1/2], got {share}")
+    return share
 
 
 def _softplus_inverse(y):
@@ -133,20 +159,20 @@ def _next(bound: np.ndarray, toward: float) -> np.ndarray:
     return np.where(np.abs(step) < tiny, np.copysign(tiny, toward), step)
 
 
-def _tails(width, dtype):
-    """``link="linear"``'s constants: the tail's width ``d`` and its scale in ``u``.
+def _tails(width, share, dtype):
+    """The linear links' tails: their width ``d = share * width`` and scale in ``u``.
 
     The tail ``x = a + 2 d Phi(z)``, ``z = (u - (a + d)) / scale``, meets the identity
     at ``x = a + d`` with slope 1 when ``scale = 2 d phi(0)``; its slope is then
     ``exp(-z^2 / 2)``.
     """
-    d = TAIL * width
-    return d.astype(dtype), (2 * d / math.sqrt(2 * math.pi)).astype(dtype)
+    d = jnp.asarray(share * width, dtype)
+    return d, d * (2 / math.sqrt(2 * math.pi))
 
 
-def _linear_forward(x, above, below, a, b, width, dtype):
-    """``u`` and ``log|du/dx|`` of ``link="linear"``, each tail from its own bound."""
-    d, scale = _tails(width, dtype)
+def _linear_forward(x, above, below, a, b, width, share, dtype):
+    """``u`` and ``log|du/dx|`` of the linear links, each tail from its own bound."""
+    d, scale = _tails(width, share, dtype)
     lower_half = above <= below
     nearer = jnp.where(lower_half, above, below)
     tail = nearer < d
@@ -157,9 +183,9 @@ def _linear_forward(x, above, below, a, b, width, dtype):
     return jnp.where(tail, u_tail, x), jnp.where(tail, 0.5 * jnp.square(z), 0)
 
 
-def _linear_inverse(u, a, b, width, dtype):
-    """``x`` and ``log|dx/du|`` of ``link="linear"``, each tail from its own bound."""
-    d, scale = _tails(width, dtype)
+def _linear_inverse(u, a, b, width, share, dtype):
+    """``x`` and ``log|dx/du|`` of the linear links, each tail from its own bound."""
+    d, scale = _tails(width, share, dtype)
     # how far u lies beyond the start of the nearer tail, in the tail's scale
     z_low, z_high = (u - (a + d)) / scale, ((b - d) - u) / scale
     low, high = z_low < 0, z_high < 0
@@ -172,14 +198,19 @@ def _linear_inverse(u, a, b, width, dtype):
 class Support:
     """The bijection from data on ``prod_i (lower_i, upper_i)`` to the real line.
 
-    A pytree without array leaves (the bounds are static): it folds into the
-    compiled programs as constants, and a ``jax.jit`` traces again for other bounds.
+    The bounds and the link are static: they fold into the compiled programs as
+    constants, and a ``jax.jit`` traces again for others. The one array leaf is
+    ``share``, the learned link's tails (``None`` for the other links).
 
     Attributes:
         lower: Per feature, the lower bound, ``-inf`` for none.
         upper: Per feature, the upper bound, ``inf`` for none.
         link: The map of the features with two finite bounds: ``"probit"``,
-            ``"linear"`` or ``"logit"`` (the module's docstring says which when).
+            ``"learned"``, ``"linear"`` or ``"logit"`` (the module's docstring says
+            which when).
+        share: ``link="learned"``: per feature ``(features,)``, the share of its
+            width that each tail takes, in ``(0, 1/2]`` (a flow trains it);
+            ``None``: ``TAIL`` (0.02), as ``"linear"``.
 
     ``forward`` (data to unconstrained) gives ``log|det|`` ``-inf`` for a row with a
     feature on or outside a finite bound, so a flow's ``log_prob`` there is ``-inf``
@@ -197,9 +228,10 @@ class Support:
     lower: tuple[float, ...] = _pytree.static()
     upper: tuple[float, ...] = _pytree.static()
     link: str = _pytree.static(default=DEFAULT_LINK)
+    share: jax.Array | None = None
 
     @classmethod
-    def of(cls, bounds, features: int, link: str = DEFAULT_LINK) -> Support:
+    def of(cls, bounds, features: int, link: str = DEFAULT_LINK, share=None) -> Support:
         """The support of ``bounds``, checked.
 
         Args:
@@ -207,13 +239,19 @@ class Support:
                 ``(1, 2)``), or one per feature (shape ``(features, 2)``); ``None``,
                 ``-inf`` or ``inf`` for an unbounded side.
             features: The number of features.
-            link: The map of two finite bounds: ``"probit"``, ``"linear"`` or ``"logit"``.
+            link: The map of two finite bounds: ``"probit"``, ``"learned"``,
+                ``"linear"`` or ``"logit"``.
+            share: ``link="learned"``'s tails, ``(features,)`` in ``(0, 1/2]``;
+                ``None`` for ``TAIL``.
 
         Raises:
             ValueError: For another shape, a bound that is not a number, NaN, a
-                lower bound not below its upper bound, or another link.
+                lower bound not below its upper bound, another link, or a share
+                of another shape, outside ``(0, 1/2]`` or for another link.
         """
         check_link(link)
+        if share is not None:
+            share = _check_share(share, features, link)
         pairs = _pairs(bounds, features)
         if pairs is None:
             raise ValueError(
@@ -230,7 +268,7 @@ class Support:
                 )
             lower.append(low)
             upper.append(high)
-        return cls(tuple(lower), tuple(upper), link)
+        return cls(tuple(lower), tuple(upper), link, share)
 
     @property
     def features(self) -> int:
@@ -267,6 +305,10 @@ class Support:
                         f"bound {bound} (rows {shown}, counting from 0); the support is the "
                         "open interval between the bounds"
                     )
+
+    def _share(self):
+        """The linear links' share of each feature's width that each tail takes."""
+        return TAIL if self.share is None else self.share
 
     def _constants(self, dtype):
         """Static per-feature masks and bounds, finite stand-ins where a bound is none."""
@@ -311,8 +353,8 @@ class Support:
 
     def _link_forward(self, x, above, below, a, b, width, dtype):
         """``u`` and ``log|du/dx|`` of two finite bounds, from the distances to them."""
-        if self.link == "linear":
-            return _linear_forward(x, above, below, a, b, width, dtype)
+        if self.link in ("linear", "learned"):
+            return _linear_forward(x, above, below, a, b, width, self._share(), dtype)
         log_width = np.log(width).astype(dtype)
         if self.link == "logit":
             return jnp.log(above) - jnp.log(below), log_width - jnp.log(above) - jnp.log(below)
@@ -325,8 +367,8 @@ class Support:
 
     def _link_inverse(self, u, a, b, width, dtype):
         """``x`` and ``log|dx/du|`` of two finite bounds, each half from its own bound."""
-        if self.link == "linear":
-            return _linear_inverse(u, a, b, width, dtype)
+        if self.link in ("linear", "learned"):
+            return _linear_inverse(u, a, b, width, self._share(), dtype)
         log_width, width = np.log(width).astype(dtype), width.astype(dtype)
         if self.link == "logit":
             x = jnp.where(u <= 0, a + width * jax.nn.sigmoid(u), b - width * jax.nn.sigmoid(-u))

@@ -278,7 +278,8 @@ def _check_univariate(univariate) -> None:
 def size(config: dict) -> int:
     """The count of numbers a checkpoint of ``config`` holds: weights, orders, statistics.
 
-    Statistics: the standardisation's and the batch normalisations' running ones.
+    Statistics: the standardisation's and the batch normalisations' running ones;
+    ``link="learned"`` adds its tails, one per feature.
     """
     features, context = config["features"], config["context"]
     total = sum(math.prod(shape) for shape in config["shapes"])
@@ -294,7 +295,9 @@ def size(config: dict) -> int:
         widths.append(features * 3 * config["base"]["components"])
         base = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     norms = 4 * features * config["transforms"] if config["batch_norm"] else 0
-    return config["transforms"] * per_transform + statistics + base + norms
+    learned = config.get("bounds") is not None and config.get("link") == "learned"
+    tails = features if learned else 0
+    return config["transforms"] * per_transform + statistics + base + norms + tails
 
 
 def build(config: dict):

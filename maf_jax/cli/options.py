@@ -210,9 +210,10 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fit.add_argument(
         "--link", choices=LINKS, default=DEFAULT_LINK,
-        help="the map of a feature with two finite bounds to the real line (default: probit, "
-        "whose Gaussian tails the flow draws well; linear is the identity but within 2%% of "
-        "the width of a bound, for posteriors thin against the box; logit is sbi's)",
+        help="the map of a feature with two finite bounds to the real line (default: learned, "
+        "the identity but within a share of the width of a bound, where a probit tail takes "
+        "over, the share trained per feature from 2%%; probit bends the whole box; linear "
+        "keeps the share at 2%%; logit is sbi's)",
     )  # fmt: skip
     fit.add_argument(
         "--batch-norm", action="store_true",

@@ -9,12 +9,21 @@ import pytest
 from conftest import link_reference
 
 from maf_jax.bijections import Support
+from maf_jax.bijections.support import LINKS
 
 # per feature: both bounds, a lower one, an upper one, none
 MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
 SUPPORT = Support.of(MIXED, features=4)
-LINKS = ("probit", "linear", "logit")
-SUPPORTS = [Support.of(MIXED, 4, link) for link in LINKS]
+# the learned link with tails of 0.3 of the width (0.02 as "linear" without a share)
+SHARES = {"learned": 0.3}
+
+
+def learned(link):
+    """``SHARES[link]`` for every feature, ``None`` for the links without a share."""
+    return jnp.full(4, SHARES[link]) if link in SHARES else None
+
+
+SUPPORTS = [Support.of(MIXED, 4, link, share=learned(link)) for link in LINKS]
 INSIDE = jnp.array(
     [
         [0.3, 0.6, -5.0, 7.0],
@@ -27,12 +36,12 @@ INSIDE = jnp.array(
 
 @pytest.mark.parametrize("link", LINKS)
 def test_values_are_the_documented_maps(link):
-    u = Support.of(MIXED, 4, link).forward(INSIDE)
+    u = Support.of(MIXED, 4, link, share=learned(link)).forward(INSIDE)
     x = np.asarray(INSIDE, np.float64)
     # written out independently, in float64
     expected = np.stack(
         [
-            link_reference(link, x[:, 0], -1.0, 2.0)[0],
+            link_reference(link, x[:, 0], -1.0, 2.0, SHARES.get(link, 0.02))[0],
             np.log(np.expm1(x[:, 1] - 0.5)),
             -np.log(np.expm1(3.0 - x[:, 2])),
             x[:, 3],
@@ -84,7 +93,8 @@ def test_log_det_outside_is_minus_infinity_and_u_stays_finite(support, row, expe
 @pytest.mark.parametrize("link", LINKS)
 def test_samples_stay_strictly_inside_at_the_ends(link):
     dtype = jnp.float32
-    support = Support.of([(-1.0, 2.0), (0.0, None), (None, 0.0), (1e4, 1e4 + 1)], 4, link)
+    bounds = [(-1.0, 2.0), (0.0, None), (None, 0.0), (1e4, 1e4 + 1)]
+    support = Support.of(bounds, 4, link, share=learned(link))
     u = jnp.array([[-1e4, -1e4, 1e4, -1e4], [1e4, 1e4, -1e4, 1e4], [-90, -90, 90, 90]], dtype)
     x, ladj = support.inverse_and_log_det(u)
     assert x.dtype == dtype
@@ -109,6 +119,46 @@ def test_a_support_is_static_and_jit_folds_it():
     assert jax.tree.leaves(SUPPORT) == []
     jaxpr = jax.make_jaxpr(SUPPORT.forward)(INSIDE)
     assert not jaxpr.jaxpr.invars[1:]  # the bounds are constants, not inputs
+
+
+def test_the_learned_links_share_is_its_one_leaf_and_jit_takes_it_as_an_input():
+    traces = []
+
+    @jax.jit
+    def forward(support, x):
+        traces.append(None)
+        return support.forward(x)
+
+    for share in (0.1, 0.4):
+        support = Support.of(MIXED, 4, "learned", share=jnp.full(4, share))
+        assert len(jax.tree.leaves(support)) == 1
+        expected = link_reference("learned", INSIDE[:, 0], -1.0, 2.0, share)[0]
+        np.testing.assert_allclose(forward(support, INSIDE)[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert len(traces) == 1
+
+
+def test_the_learned_link_at_share_one_half_is_the_probit_of_an_affine_map():
+    # d = w / 2, s = w phi(0): x = a + w Phi((u - (a + b) / 2) / (w phi(0)))
+    a, b = -1.0, 2.0
+    u = jnp.linspace(-8.0, 9.0, 35)[:, None]
+    x = Support.of((a, b), 1, "learned", share=jnp.array([0.5])).inverse(u)
+    scale = (b - a) / math.sqrt(2 * math.pi)
+    probit = Support.of((a, b), 1, "probit").inverse((u - (a + b) / 2) / scale)
+    np.testing.assert_allclose(x, probit, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "link,share,match",
+    [
+        ("learned", [0.1, 0.2], r"share: expected shape \(4,\), got \(2,\)"),
+        ("learned", [0.1, 0.0, 0.2, 0.2], r"shares in \(0, 1/2\]"),
+        ("learned", [0.1, 0.6, 0.2, 0.2], r"shares in \(0, 1/2\]"),
+        ("linear", [0.1] * 4, "only link='learned' has learned tails, got link='linear'"),
+    ],
+)
+def test_a_bad_share_is_refused_by_name(link, share, match):
+    with pytest.raises(ValueError, match=match):
+        Support.of(MIXED, 4, link, share=share)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +198,7 @@ def test_bad_bounds_are_refused_by_name(bounds, match):
 
 
 def test_another_link_is_refused_naming_the_links():
-    expected = r"link: expected one of \('probit', 'linear', 'logit'\), got 'tanh'"
+    expected = r"link: expected one of \('learned', 'probit', 'linear', 'logit'\), got 'tanh'"
     with pytest.raises(ValueError, match=expected):
         Support.of((0, 1), 2, link="tanh")
 
@@ -158,8 +208,10 @@ def test_float32_is_exact_at_both_ends(link):
     # distances to a bound that float32 holds exactly, near each end of (0, 1)
     near = np.array([2.0**-20, 2.0**-10, 0.25, 0.5 - 2.0**-10])
     x = jnp.asarray(np.concatenate([near, 1 - near]), jnp.float32)[:, None]
-    u, ladj = Support.of((0, 1), 1, link).forward_and_log_det(x)
-    expected, slope = link_reference(link, np.concatenate([near, 1 - near]), 0.0, 1.0)
+    share = SHARES.get(link, 0.02)
+    support = Support.of((0, 1), 1, link, share=[share] if link in SHARES else None)
+    u, ladj = support.forward_and_log_det(x)
+    expected, slope = link_reference(link, np.concatenate([near, 1 - near]), 0.0, 1.0, share)
     np.testing.assert_allclose(u[:, 0], expected, rtol=2e-6)
     np.testing.assert_allclose(ladj, slope, rtol=2e-6, atol=1e-30)
 

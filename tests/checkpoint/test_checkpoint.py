@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scramble
+from conftest import scramble, set_shares
 from flax import nnx
 
 from maf_jax import MAF, NSF, FullPass, Incremental, MAFMoG, RationalQuadraticSpline, checkpoint
@@ -191,11 +191,14 @@ def test_batch_norms_round_trip_and_load_evaluating(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "standardized,link", [(False, "linear"), (True, "probit"), (False, "logit")]
+    "standardized,link",
+    [(False, "linear"), (True, "probit"), (False, "logit"), (True, "learned")],
 )
 def test_bounds_are_stored_and_restored(tmp_path, standardized, link):
     bounds = [(0.0, 1.0), (None, 2.5), (-3.0, None), (None, None)]
     model = scramble(MAF(4, context=1, transforms=2, bounds=bounds, link=link, rngs=nnx.Rngs(0)))
+    if link == "learned":  # tails as if trained: the first feature's take 0.3 of its width
+        set_shares(model, [0.3, 0.1, 0.2, 0.4])
     if standardized:
         model = Standardized(model, [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 0.5, 3.0])
     loaded = checkpoint.load(checkpoint.save(tmp_path / "m.npz", model))
@@ -203,6 +206,8 @@ def test_bounds_are_stored_and_restored(tmp_path, standardized, link):
     assert flow.support.lower == (0.0, -np.inf, -3.0, -np.inf)
     assert flow.support.upper == (1.0, 2.5, np.inf, np.inf)
     assert flow.support.link == link
+    if link == "learned":
+        np.testing.assert_allclose(flow.support.share[0], 0.3, rtol=1e-6)
     c = jnp.ones((5, 1))
     x = model(c).sample(jax.random.key(0))
     np.testing.assert_array_equal(loaded(c).log_prob(x), model(c).log_prob(x))
@@ -233,7 +238,7 @@ def test_bounded_files_written_before_the_probit_keep_the_logit(tmp_path):
     x = jnp.array([[0.5, 1e-3], [0.999, 0.2]])
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
     rewrite(path, tmp_path / "bad.npz", config(lambda settings: settings.update(link="tanh")))
-    expected = r"link must be one of \['probit', 'linear', 'logit'\], got 'tanh'"
+    expected = r"link must be one of \['learned', 'probit', 'linear', 'logit'\], got 'tanh'"
     with pytest.raises(CheckpointError, match=expected):
         checkpoint.load(tmp_path / "bad.npz")
 

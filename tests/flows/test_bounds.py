@@ -5,11 +5,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from conftest import link_reference, scramble
+from conftest import link_reference, scramble, set_shares
 from flax import nnx
 
-from maf_jax import MAF, NSF, MAFMoG
+from maf_jax import MAF, NSF, MAFMoG, fit
 from maf_jax.flows.standardized import Standardized
 
 BOX = [(-1.0, 1.0), (0.0, 2.0)]
@@ -21,14 +22,24 @@ MIXED = [(-1.0, 2.0), (0.5, None), (None, 3.0), (None, None)]
 # the bounds. The linear link is the identity inside its box, and a flow whose mass
 # spills beyond a tail by more than a few of its scales puts it on the bound (the
 # float's resolution, Support's docstring): its box is wider.
-BOXES = {"linear": [(-5.0, 5.0), (-4.0, 6.0)], "probit": BOX, "logit": BOX}
+# The learned link's tails are set to 0.1 and 0.3 of the width (below).
+WIDE = [(-5.0, 5.0), (-4.0, 6.0)]
+BOXES = {"linear": WIDE, "probit": BOX, "logit": BOX, "learned": WIDE}
+SHARES = {"learned": [0.1, 0.3]}
 
 
 @pytest.fixture(scope="module", params=list(BOXES))
 def box_flow(request):
     flow = MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOXES[request.param],
                link=request.param, rngs=nnx.Rngs(0))  # fmt: skip
+    if request.param in SHARES:
+        set_shares(flow, SHARES[request.param])
     return scramble(flow)
+
+
+def shares(support):
+    """Per feature, the share of its width that each of ``support``'s tails takes."""
+    return [0.02] * support.features if support.share is None else np.asarray(support.share)
 
 
 def in_box(flow, shares):
@@ -55,9 +66,11 @@ def test_log_prob_is_the_unconstrained_flows_plus_the_maps_log_det(box_flow):
     # the maps and log|du/dx|, written out with scipy
     support = box_flow.support
     (u0, ladj0), (u1, ladj1) = (
-        link_reference(support.link, x[:, i], a, b)
-        for i, (a, b) in enumerate(zip(support.lower, support.upper))
+        link_reference(support.link, x[:, i], a, b, share)
+        for i, (a, b, share) in enumerate(zip(support.lower, support.upper, shares(support)))
     )
+    if support.link in SHARES:
+        np.testing.assert_allclose(shares(support), SHARES[support.link], rtol=1e-6)
     u, ladj = np.stack([u0, u1], 1), ladj0 + ladj1
     mapped = box_flow.support.forward(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(mapped, u, rtol=1e-6, atol=1e-6)
@@ -134,6 +147,21 @@ def test_standardized_standardises_on_the_real_line_and_keeps_samples_inside(lin
     np.testing.assert_allclose(model().log_prob(point), expected, rtol=1e-5)
 
 
+def test_fit_widens_a_uniform_features_tails_and_leaves_a_thin_ones_at_their_start():
+    rng = np.random.default_rng(0)
+    # uniform on the box: a flat density up to the bounds; a thin normal in its middle
+    data = np.stack([rng.uniform(-1, 1, 4000), rng.normal(0, 0.05, 4000)], 1)
+    flow = MAF(2, transforms=2, hidden_features=(16, 16), bounds=BOX[0], link="learned",
+               rngs=nnx.Rngs(0))  # fmt: skip
+    model, _ = fit(
+        flow, data, key=jax.random.key(0), epochs=15, optimizer=optax.adam(1e-2), progress=False
+    )
+    uniform, thin = np.asarray(model.flow.support.share)
+    assert uniform > 0.15, uniform
+    # no row of the thin feature reaches its tails: nothing moves them
+    assert thin == pytest.approx(0.02, rel=1e-6)
+
+
 def test_from_data_refuses_rows_on_a_bound():
     flow = MAF(2, transforms=1, bounds=(0.0, 1.0), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="feature 1 on or beyond its upper bound 1.0"):
@@ -154,6 +182,6 @@ def test_bad_bounds_are_refused_at_construction(bounds, match):
 
 @pytest.mark.parametrize("bounds", [None, (0, 1)])
 def test_another_link_is_refused_with_or_without_bounds(bounds):
-    expected = r"link: expected one of \('probit', 'linear', 'logit'\), got 'tanh'"
+    expected = r"link: expected one of \('learned', 'probit', 'linear', 'logit'\), got 'tanh'"
     with pytest.raises(ValueError, match=expected):
         MAF(2, bounds=bounds, link="tanh", rngs=nnx.Rngs(0))
