@@ -48,12 +48,12 @@ Start small: near ``1/2`` the likelihood is flat in the share and it stays there
 
 Per seed against the same flow without bounds (``benchmarks/npe.py``, held-out nats,
 8 seeds): on two moons, whose posteriors are thin crescents, an affine MAF holds out
-0.011 ± 0.014 less with the learned link (0.077 less with the probit, 0.043 more with
-``"linear"``), a spline flow 0.001 more (0.033 and 0.012 less); on a 5-D box whose
-posteriors are wide against it, the MAF gains 0.36 (probit 0.22, linear 0.09), the
-spline flow 0.05 (0.05, 0.045). Draws inside but within 1e-6 of the box's width of a
+0.017 ± 0.019 more with the learned link (0.077 less with the probit, 0.043 more with
+``"linear"``), a spline flow 0.004 more (0.033 and 0.012 less); on a 5-D box whose
+posteriors are wide against it, the MAF gains 0.39 (probit 0.22, linear 0.09), the
+spline flow 0.07 (0.05, 0.045). Draws inside but within 1e-6 of the box's width of a
 bound, on that 5-D box: none of the MAF's with the learned link or the probit, 9.6%
-with ``"linear"``; the spline flow's 0.52%, none and 0.7%. Every map is computed from
+with ``"linear"``; the spline flow's 0.06%, none and 0.7%. Every map is computed from
 each end's own distance to its bound, so the log-determinant is exact in float32 at
 both ends.
 
