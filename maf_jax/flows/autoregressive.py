@@ -123,10 +123,10 @@ class MAF(nnx.Module):
         check_link(link)  # also without bounds: a misspelt link is refused, not ignored
         self._support = None if bounds is None else Support.of(bounds, features, link)
         learned = bounds is not None and link == "learned"
-        # per feature, the tails' share of its width, started at TAIL (TAILS_GAIN)
+        # per feature, the tails' share of its width, started at TAIL (TAILS_GAIN); one
+        # assignment, a Param or None, so that NNX keeps the attribute as data
         start = math.log(2 * TAIL / (1 - 2 * TAIL)) / TAILS_GAIN
-        start = jnp.full(features, start, param_dtype)
-        self.tails = nnx.Param(start) if learned else None
+        self.tails = nnx.Param(jnp.full(features, start, param_dtype)) if learned else None
         transforms = positive_int(transforms, "transforms")
         self.unroll = positive_int(unroll, "unroll", minimum=0)
         if randperm and order is not None:
