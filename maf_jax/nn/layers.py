@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -61,6 +63,46 @@ class Mask:
         return f"Mask(shape={self.shape}, connections={int(self.value.sum())})"
 
 
+# Fewest values a layer's initialisation draws at once (``_uniform``): layers up to
+# 128 x 128 of new shapes compile nothing, for 64 KB per draw
+# (benchmarks/build_time.py: 2**16 doubled a cached build's time, 4096 compiled
+# again for hidden 128)
+SMALLEST_DRAW = 2**14
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float, mask=None):
+    """``jax.random.uniform(key, shape, dtype, -bound, bound)``, zero where ``mask`` is not.
+
+    Built outside ``jax.jit``, a module draws its weights op by op, and each new
+    shape compiles programs of its own: a ``MAF`` of 5 transforms of new shapes
+    took 2-4 s to build, most of it compiling the random number generator. With
+    JAX's default generator (threefry, partitionable) the first ``n`` values of a
+    flat draw are those of any shape of ``n`` values, so the values are drawn flat,
+    ``SMALLEST_DRAW`` or the next power of two, then cut, reshaped and masked on
+    the host: the same numbers from a few programs per process. Traced
+    (``nnx.eval_shape``, ``jax.jit``) or with another generator, it draws directly.
+    """
+    fast = (
+        not isinstance(key, jax.core.Tracer)
+        and str(jax.random.key_impl(key)) == "threefry2x32"
+        and jax.config.jax_threefry_partitionable
+    )
+    if not fast:
+        values = jax.random.uniform(key, shape, dtype, -bound, bound)
+        return values if mask is None else jnp.where(mask, values, 0)
+    size = math.prod(shape)
+    draw = max(SMALLEST_DRAW, 1 << max(size - 1, 0).bit_length())
+    values = np.asarray(_flat_uniform(key, draw, jnp.dtype(dtype), bound))[:size].reshape(shape)
+    if mask is not None:
+        values = np.where(mask, values, np.zeros((), values.dtype))
+    return jax.device_put(values)  # jnp.asarray would compile a copy per shape
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _flat_uniform(key: jax.Array, size: int, dtype, bound) -> jax.Array:
+    return jax.random.uniform(key, (size,), dtype, -bound, bound)
+
+
 class MaskedLinear(nnx.Module):
     """Linear layer ``y = x @ (W * M) + b`` with a fixed boolean mask ``M``.
 
@@ -97,14 +139,13 @@ class MaskedLinear(nnx.Module):
     ):
         mask = mask if isinstance(mask, Mask) else Mask(mask)
         bound = gain / np.sqrt(max(mask.shape[0], 1))
-        kernel = jax.random.uniform(rngs.params(), mask.shape, param_dtype, -bound, bound)
+        kernel = _uniform(rngs.params(), mask.shape, param_dtype, bound, mask.value)
+        bias = _uniform(rngs.params(), mask.shape[1:], param_dtype, bound)
         self.in_features, self.out_features = mask.shape
         self.mask = mask
         self.precision = as_precision(precision)
-        self.kernel = nnx.Param(jnp.where(mask.value, kernel, 0))
-        self.bias = nnx.Param(
-            jax.random.uniform(rngs.params(), (mask.shape[1],), param_dtype, -bound, bound)
-        )
+        self.kernel = nnx.Param(kernel)
+        self.bias = nnx.Param(bias)
 
     @property
     def weights(self) -> tuple[jax.Array, jax.Array]:

@@ -6,9 +6,29 @@ from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 __all__ = ["Stack"]
+
+
+def _stack(states):
+    """Each leaf of ``states`` stacked on a new leading axis.
+
+    Arrays that no device or sharding was asked for (uncommitted) are stacked on the
+    host and put back on the default device, as ``jnp.stack`` would put them: built
+    outside ``jax.jit``, the stack would otherwise compile a program per shape of
+    leaf. Others (placed, traced or keys) are stacked by ``jnp.stack``.
+    """
+
+    def on_host(a) -> bool:
+        if isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and a.committed):
+            return False
+        return not jax.dtypes.issubdtype(jnp.result_type(a), jax.dtypes.prng_key)
+
+    if all(on_host(a) for a in jax.tree.leaves(states)):
+        return jax.tree.map(lambda *a: jax.device_put(np.stack(a)), *states)
+    return jax.tree.map(lambda *a: jnp.stack(a), *states)
 
 
 class Stack(nnx.Module):
@@ -50,7 +70,7 @@ class Stack(nnx.Module):
         if any(s != shapes[0] for s in shapes[1:]):
             raise ValueError("modules whose variables differ in shape or dtype cannot be stacked")
         self.length = len(states)
-        self.stacked = nnx.merge(graphdef, jax.tree.map(lambda *a: jnp.stack(a), *states))
+        self.stacked = nnx.merge(graphdef, _stack(states))
 
     def __len__(self) -> int:
         return self.length

@@ -87,3 +87,44 @@ def test_a_flow_stacks_the_transforms_it_would_build_one_by_one():
     for got, want in zip(flow.transforms.unstack(), built, strict=True):
         for a, b in zip(jax.tree.leaves(nnx.state(got)), jax.tree.leaves(nnx.state(want))):
             np.testing.assert_array_equal(a, b)
+
+
+class WithKeys(nnx.Module):
+    def __init__(self, seed):
+        self.linear = nnx.Linear(2, 3, rngs=nnx.Rngs(seed))
+        self.dropout = nnx.Dropout(0.5, rngs=nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda i: Bias(jnp.full(3, i, jnp.int32)),
+        lambda i: Bias(jnp.ones(2, jnp.bfloat16) * i),
+        WithKeys,
+    ],
+    ids=["int32", "bfloat16", "keys"],
+)
+def test_stacked_variables_are_each_modules_own_uncommitted(build):
+    modules = [build(i) for i in range(3)]
+    stack = Stack(modules)
+    states = [jax.tree.leaves(nnx.state(m)) for m in modules]
+    for i, leaf in enumerate(jax.tree.leaves(nnx.state(stack))):
+        assert isinstance(leaf, jax.Array) and not leaf.committed
+        want = jnp.stack([s[i] for s in states])
+        assert leaf.dtype == want.dtype and leaf.shape == want.shape
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf, want = jax.random.key_data(leaf), jax.random.key_data(want)
+        np.testing.assert_array_equal(leaf, want)
+
+
+def test_a_stack_is_built_abstractly():
+    stack = nnx.eval_shape(lambda: Stack(linears((3, 2), (3, 2))))
+    assert [a.shape for a in jax.tree.leaves(nnx.state(stack))] == [(2, 2), (2, 3, 2)]
+
+
+def test_modules_placed_on_a_device_stay_there():
+    device = jax.devices()[-1]
+    modules = [Bias(jax.device_put(jnp.ones(3) * i, device)) for i in range(2)]
+    leaf = Stack(modules).stacked.value[...]
+    assert leaf.committed and leaf.devices() == {device}
+    np.testing.assert_array_equal(leaf, [[0.0] * 3, [1.0] * 3])
