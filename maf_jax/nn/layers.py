@@ -85,7 +85,7 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float, mask=N
     fast = (
         not isinstance(key, jax.core.Tracer)
         and str(jax.random.key_impl(key)) == "threefry2x32"
-        and jax.config.jax_threefry_partitionable
+        and getattr(jax.config, "jax_threefry_partitionable", True)  # the only way, once gone
     )
     if not fast:
         values = jax.random.uniform(key, shape, dtype, -bound, bound)

@@ -80,3 +80,16 @@ def test_a_flow_of_new_shapes_is_built_without_compiling():
     assert 21 * 13 < SMALLEST_DRAW
     assert compiles == []
     assert flow.transforms.stacked.hyper.layers[1].kernel[...].shape == (3, 21, 13)
+
+
+def test_the_older_threefry_layout_draws_jax_own_values_too():
+    mask = masked((33, 17))
+    previous = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        layer = MaskedLinear(mask, rngs=nnx.Rngs(4))
+        kernel, bias = reference(4, mask)
+    finally:
+        jax.config.update("jax_threefry_partitionable", previous)
+    np.testing.assert_array_equal(layer.kernel[...], kernel)
+    np.testing.assert_array_equal(layer.bias[...], bias)
