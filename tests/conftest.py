@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 import os
@@ -92,10 +93,10 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
 
     Flows start near the identity; tests of structure need a generic function. The
     transforms of a ``Stack`` are drawn one after the other, as if they were separate.
+    The values are ``jax.random.normal``'s for each layer's shape, drawn flat and cut
+    on the host (``_normal``), so that no program is compiled per shape of layer.
     """
     import jax
-    import jax.numpy as jnp
-    import numpy as np
     from flax import nnx
 
     from maf_jax.nn.layers import MaskedLinear
@@ -105,26 +106,53 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
 
     def draw(layer, key):
         key, k_w, k_b = jax.random.split(key, 3)
-        mask = layer.mask[...]
-        fan_in = np.maximum(np.asarray(mask).sum(0), 1)
-        dtype = layer.kernel[...].dtype
-        kernel = jax.random.normal(k_w, mask.shape, dtype) * gain / np.sqrt(fan_in)
-        layer.kernel[...] = kernel * mask
-        layer.bias[...] = 0.1 * jax.random.normal(k_b, layer.bias[...].shape, dtype)
-        return key
+        dtype = np.dtype(layer.kernel[...].dtype)
+        mask = np.asarray(layer.mask[...])
+        # the dtypes jax.numpy would give (float64's root of the fan-in rounded to the
+        # weights' dtype unless x64 is on); NumPy rounds each operation correctly
+        scale = np.sqrt(np.maximum(mask.sum(0), 1))
+        scale = scale.astype(jax.dtypes.canonicalize_dtype(np.result_type(dtype, np.float64)))
+        kernel = np.where(mask, _normal(k_w, mask.shape, dtype) * dtype.type(gain) / scale, 0)
+        bias = dtype.type(0.1) * _normal(k_b, layer.bias[...].shape[-1:], dtype)
+        # in the layer's dtype, the variable takes the array as it is (no scatter)
+        return key, kernel.astype(dtype), bias
 
     for path, node in nnx.iter_graph(module):
         if isinstance(node, Stack):
-            copies = node.unstack()
-            for copy in copies:
-                for _, layer in nnx.iter_graph(copy):
-                    if isinstance(layer, MaskedLinear):
-                        key = draw(layer, key)
-            states = [nnx.state(copy) for copy in copies]
-            nnx.update(node.stacked, jax.tree.map(lambda *a: jnp.stack(a), *states))
+            layers = [m for _, m in nnx.iter_graph(node.stacked) if isinstance(m, MaskedLinear)]
+            drawn = {id(layer): [] for layer in layers}
+            for _ in range(len(node)):  # transform after transform
+                for layer in layers:
+                    key, *arrays = draw(layer, key)
+                    drawn[id(layer)].append(arrays)
+            for layer in layers:
+                kernels, biases = zip(*drawn[id(layer)])
+                layer.kernel[...] = jax.device_put(np.stack(kernels))
+                layer.bias[...] = jax.device_put(np.stack(biases))
         elif isinstance(node, MaskedLinear) and "stacked" not in path:
-            key = draw(node, key)
+            key, kernel, bias = draw(node, key)
+            node.kernel[...] = jax.device_put(kernel)
+            node.bias[...] = jax.device_put(bias)
     return module
+
+
+def _normal(key, shape: tuple[int, ...], dtype):
+    """``jax.random.normal(key, shape, dtype)`` as a NumPy array, drawn flat.
+
+    With JAX's default generator the first ``n`` values of a flat draw are those of
+    any shape of ``n`` values: one compiled program per size of draw (4096 or the
+    next power of two) rather than one per shape.
+    """
+    size = math.prod(shape)
+    draw = max(4096, 1 << max(size - 1, 0).bit_length())
+    return np.asarray(_flat_normal()(key, draw, np.dtype(dtype)))[:size].reshape(shape)
+
+
+@functools.cache
+def _flat_normal():
+    import jax
+
+    return jax.jit(jax.random.normal, static_argnums=(1, 2))
 
 
 def batch_norm_inputs(flow, u, c=None):

@@ -125,7 +125,7 @@ def test_the_transposed_sweep_solves_against_the_dense_jacobian(hidden, features
     x = jax.random.normal(jax.random.key(1), (3, features))
     a = jax.random.normal(jax.random.key(2), (3, features))
     rows = b if c is None else dataclasses.replace(b, context=jnp.broadcast_to(c, (3, context)))
-    jacobian = jax.vmap(jax.jacfwd(b.forward))(x)
+    jacobian = jax.jit(lambda b, x: jax.vmap(jax.jacfwd(b.forward))(x))(b, x)
     want = jnp.linalg.solve(jnp.swapaxes(jacobian, 1, 2), a[..., None])[..., 0]
     for blocks, groups in [(None, 1), (None, 4), (2, 1), (6, 2)]:
         u = jax.jit(transposed_solve, static_argnums=(3, 4))(rows, x, a, blocks, groups)
