@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 from scipy.special import log_expit, logit, ndtri
+from xla_flags import with_fast_compile
 
 HERE = Path(__file__).parent
 
@@ -199,16 +200,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # and must not write there (tests/test_cli.py turns it on where it is the subject).
 os.environ.setdefault("MAF_JAX_COMPILATION_CACHE", "off")
 
-# Most of the suite's time is XLA compiling small programs, most of that LLVM
-# optimising machine code that then runs for microseconds. Without LLVM's
-# optimisations (no reassociation either way: XLA's CPU code is not fast-math) the
-# tests check the same numbers in about two thirds of the time; set before JAX is
-# imported, and inherited by the processes the tests start. Benchmarks keep XLA's
-# defaults.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-    ).strip()
+# Most of the suite's time is XLA compiling small programs: the flags of
+# tests/xla_flags.py halve it. Set before JAX is imported, and inherited by the
+# processes the tests start; flags given in XLA_FLAGS are kept. Benchmarks keep
+# XLA's defaults.
+os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 # The processes a run starts (xdist workers, the own-process files, the command line,
 # distributed and fuzz tests) compile many of the same programs: they share one
