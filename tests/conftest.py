@@ -71,16 +71,23 @@ def with_flags(env: dict) -> dict:
     return os.environ | env | {"XLA_FLAGS": flags}
 
 
-def run_checks(script: str, env: dict | None = None, timeout: float = 600) -> dict:
+def run_checks(
+    script: str, env: dict | None = None, timeout: float = 600, xla_defaults: bool = False
+) -> dict:
     """Runs a check script of this folder in a fresh interpreter; returns its JSON.
 
     Flags such as ``jax_enable_x64`` or ``XLA_FLAGS`` then apply to that process
     alone. The script prints one JSON object mapping check names to an error
-    message, empty when the check passed.
+    message, empty when the check passed. With ``xla_defaults``, its ``XLA_FLAGS``
+    are ``env``'s alone: XLA compiles as it does for users, without the suite's
+    flags (``tests/xla_flags.py``).
     """
+    env = env or {}
     result = subprocess.run(
         [sys.executable, str(HERE / script)],
-        env=with_flags(env or {}),
+        env=os.environ | env | {"XLA_FLAGS": env.get("XLA_FLAGS", "")}
+        if xla_defaults
+        else with_flags(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -7,7 +7,8 @@ time to generate (the gradient of a log-likelihood, a sampler and a gradient thr
 it, at D = 5 and 13: 4.2 s -> 1.6 s of XLA compile; the 988 tests, LLVM's
 optimisations already off: 570 s -> 378 s on 2 cores). Neither reassociates
 arithmetic (XLA's CPU code is not fast-math); a program fused otherwise may round
-differently in the last place. Benchmarks and users keep XLA's defaults.
+differently in the last place. Benchmarks, users and the README's checks
+(``tests/test_readme.py``) keep XLA's defaults.
 
 An XLA that does not know a flag ends the process, so the flags are tried in a fresh
 interpreter first, and one by one if XLA refuses them together.
