@@ -1,4 +1,3 @@
-import functools
 import json
 import math
 import os
@@ -83,11 +82,13 @@ def run_checks(
     flags (``tests/xla_flags.py``).
     """
     env = env or {}
+    if xla_defaults:
+        env = os.environ | env | {"XLA_FLAGS": env.get("XLA_FLAGS", "")}
+    else:
+        env = with_flags(env)
     result = subprocess.run(
         [sys.executable, str(HERE / script)],
-        env=os.environ | env | {"XLA_FLAGS": env.get("XLA_FLAGS", "")}
-        if xla_defaults
-        else with_flags(env),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -101,16 +102,20 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
 
     Flows start near the identity; tests of structure need a generic function. The
     transforms of a ``Stack`` are drawn one after the other, as if they were separate.
-    The values are ``jax.random.normal``'s for each layer's shape, drawn flat and cut
-    on the host (``_normal``), so that no program is compiled per shape of layer.
+    The values are ``jax.random.normal``'s for each layer's shape, drawn as the layers
+    draw their own (``maf_jax.nn.layers._draw``: flat, then cut on the host), so that
+    no program is compiled per shape of layer.
     """
     import jax
     from flax import nnx
 
-    from maf_jax.nn.layers import MaskedLinear
+    from maf_jax.nn.layers import MaskedLinear, _draw
     from maf_jax.nn.stack import Stack
 
     key = jax.random.key(seed)
+
+    def normal(key, shape, dtype):
+        return np.asarray(_draw(jax.random.normal, key, shape, dtype))
 
     def draw(layer, key):
         key, k_w, k_b = jax.random.split(key, 3)
@@ -120,8 +125,8 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
         # weights' dtype unless x64 is on); NumPy rounds each operation correctly
         scale = np.sqrt(np.maximum(mask.sum(0), 1))
         scale = scale.astype(jax.dtypes.canonicalize_dtype(np.result_type(dtype, np.float64)))
-        kernel = np.where(mask, _normal(k_w, mask.shape, dtype) * dtype.type(gain) / scale, 0)
-        bias = dtype.type(0.1) * _normal(k_b, layer.bias[...].shape[-1:], dtype)
+        kernel = np.where(mask, normal(k_w, mask.shape, dtype) * dtype.type(gain) / scale, 0)
+        bias = dtype.type(0.1) * normal(k_b, layer.bias[...].shape[-1:], dtype)
         # in the layer's dtype, the variable takes the array as it is (no scatter)
         return key, kernel.astype(dtype), bias
 
@@ -142,25 +147,6 @@ def scramble(module, seed: int = 0, gain: float = 1.0):
             node.kernel[...] = jax.device_put(kernel)
             node.bias[...] = jax.device_put(bias)
     return module
-
-
-def _normal(key, shape: tuple[int, ...], dtype):
-    """``jax.random.normal(key, shape, dtype)`` as a NumPy array, drawn flat.
-
-    With JAX's default generator the first ``n`` values of a flat draw are those of
-    any shape of ``n`` values: one compiled program per size of draw (4096 or the
-    next power of two) rather than one per shape.
-    """
-    size = math.prod(shape)
-    draw = max(4096, 1 << max(size - 1, 0).bit_length())
-    return np.asarray(_flat_normal()(key, draw, np.dtype(dtype)))[:size].reshape(shape)
-
-
-@functools.cache
-def _flat_normal():
-    import jax
-
-    return jax.jit(jax.random.normal, static_argnums=(1, 2))
 
 
 def batch_norm_inputs(flow, u, c=None):

@@ -63,7 +63,7 @@ class Mask:
         return f"Mask(shape={self.shape}, connections={int(self.value.sum())})"
 
 
-# Fewest values a layer's initialisation draws at once (``_uniform``): layers up to
+# Fewest values a layer's initialisation draws at once (``_draw``): layers up to
 # 128 x 128 of new shapes compile nothing, for 64 KB per draw
 # (benchmarks/build_time.py: 2**16 doubled a cached build's time, 4096 compiled
 # again for hidden 128)
@@ -73,14 +73,30 @@ SMALLEST_DRAW = 2**14
 def _uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float, mask=None):
     """``jax.random.uniform(key, shape, dtype, -bound, bound)``, zero where ``mask`` is not.
 
+    Drawn by ``_draw``: outside ``jax.jit`` with JAX's default generator, masked on
+    the host and put on the default device (``jnp.asarray`` would compile a copy per
+    shape).
+    """
+    values = _draw(jax.random.uniform, key, shape, dtype, -bound, bound)
+    if not isinstance(values, np.ndarray):
+        return values if mask is None else jnp.where(mask, values, 0)
+    if mask is not None:
+        values = np.where(mask, values, np.zeros((), values.dtype))
+    return jax.device_put(values)
+
+
+def _draw(sampler: Callable, key: jax.Array, shape: tuple[int, ...], dtype, *args):
+    """``sampler(key, shape, dtype, *args)``, a ``jax.random`` distribution.
+
     Built outside ``jax.jit``, a module draws its weights op by op, and each new
     shape compiles programs of its own: a ``MAF`` of 5 transforms of new shapes
     took 2-4 s to build, most of it compiling the random number generator. With
     JAX's default generator (threefry, partitionable) the first ``n`` values of a
     flat draw are those of any shape of ``n`` values, so the values are drawn flat,
-    ``SMALLEST_DRAW`` or the next power of two, then cut, reshaped and masked on
-    the host: the same numbers from a few programs per process. Traced
-    (``nnx.eval_shape``, ``jax.jit``) or with another generator, it draws directly.
+    ``SMALLEST_DRAW`` or the next power of two, then cut and reshaped on the host:
+    the same numbers from a few programs per process, as a NumPy array. Traced
+    (``nnx.eval_shape``, ``jax.jit``) or with another generator, it draws directly
+    and returns a JAX array.
     """
     fast = (
         not isinstance(key, jax.core.Tracer)
@@ -88,19 +104,15 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float, mask=N
         and getattr(jax.config, "jax_threefry_partitionable", True)  # the only way, once gone
     )
     if not fast:
-        values = jax.random.uniform(key, shape, dtype, -bound, bound)
-        return values if mask is None else jnp.where(mask, values, 0)
+        return sampler(key, shape, dtype, *args)
     size = math.prod(shape)
     draw = max(SMALLEST_DRAW, 1 << max(size - 1, 0).bit_length())
-    values = np.asarray(_flat_uniform(key, draw, jnp.dtype(dtype), bound))[:size].reshape(shape)
-    if mask is not None:
-        values = np.where(mask, values, np.zeros((), values.dtype))
-    return jax.device_put(values)  # jnp.asarray would compile a copy per shape
+    return np.asarray(_flat(sampler, key, draw, jnp.dtype(dtype), *args))[:size].reshape(shape)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _flat_uniform(key: jax.Array, size: int, dtype, bound) -> jax.Array:
-    return jax.random.uniform(key, (size,), dtype, -bound, bound)
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _flat(sampler: Callable, key: jax.Array, size: int, dtype, *args) -> jax.Array:
+    return sampler(key, (size,), dtype, *args)
 
 
 class MaskedLinear(nnx.Module):
