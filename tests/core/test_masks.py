@@ -158,20 +158,28 @@ def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, 
                     assert lo <= start and start + work.width <= lo + work.span
                     if g.hidden:
                         # the window holds every unit that becomes final now, and
-                        # nothing whose inputs are not final yet
+                        # nothing whose inputs are not final yet ...
                         assert set(np.flatnonzero(degrees == step - 1)) <= set(window)
-                        assert (degrees[window] <= step - 1).all()
+                        if step - 1 >= degrees[0]:
+                            assert (degrees[window] <= step - 1).all()
+                        else:  # ... but before the lowest degree: its units, which
+                            # the step of that degree recomputes in the block
+                            assert (degrees[window] == degrees[0]).all()
+                            assert degrees[0] + 1 in g.steps[b]
         features_done = np.minimum(g.feature_starts + layout.block, features)
         np.testing.assert_array_equal(
             features_done, np.minimum((g.steps + 1) * layout.block, features)
         )
 
 
-def test_groups_do_not_grow_with_features():
-    for features in (64, 256, 1024):
-        plan = schedule(MadeLayout(features, 0, features, (128, 128), 2))
-        assert len(plan) == 3, features
-        assert len(plan[-1].steps) == 8  # blocks at most 8
+@pytest.mark.parametrize("features,groups", [(64, 3), (256, 1), (1024, 1)])
+def test_groups_do_not_grow_with_features(features, groups):
+    plan = schedule(MadeLayout(features, 0, features, (128, 128), 2))
+    # at 64 features degree 0 holds 4 units, the others 2: the head and the step
+    # of degree 0 are groups of their own; from 256 every degree holds one unit
+    # at most, and all steps are one group
+    assert len(plan) == groups
+    assert len(plan[-1].steps) == 8  # blocks at most 8
 
 
 @pytest.mark.parametrize("groups,exact", [(8, True), (2, False)])
