@@ -113,6 +113,33 @@ def test_dtype():
     assert flow().log_prob(jnp.zeros((3, 2))).dtype == F64
 
 
+@pytest.mark.parametrize("features,hidden", [(20, (40, 40)), (64, (128, 128))])
+def test_implicit_derivative_where_the_top_reversed_degree_holds_the_remainder(features, hidden):
+    """The lowest degree holds the remainder units (4 against 2 at 20 features, hidden
+    40); reversed, for the transposed solve, they are the top degree's, whose width
+    every window takes: a window must not reach past its degree into units not final,
+    which a later block's product would read (the default, hidden 128 at 64 features,
+    is such a network)."""
+    t = MaskedAutoregressiveTransform(
+        features, hidden_features=hidden, rngs=nnx.Rngs(0), param_dtype=F64
+    )
+    graphdef, params, rest = nnx.split(scramble(t), nnx.Param, ...)
+    keys = jax.random.split(jax.random.key(1), 2)
+    y = jax.random.normal(keys[0], (3, features), F64)
+    gx = jax.random.normal(keys[1], y.shape, F64)
+
+    def loss(params, y, reference):
+        b = nnx.merge(graphdef, params, rest)()
+        return (
+            ((full_pass_inverse(b, y) if reference else b.inverse_and_log_det(y))[0]) * gx
+        ).sum()
+
+    grad = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)
+    got, want = (grad(params, y, r) for r in (False, True))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
 @given(structures(features=7, context=2, hidden=13))
 def test_implicit_derivatives_equal_autodiff_through_the_reference(s):
     """The custom VJP of the inverse against autodiff through the full-pass inverse,

@@ -91,15 +91,18 @@ class Group:
 def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
     """Start of the window of units of degree ``s - 1`` at each step.
 
-    Where that degree has no unit, the window moves down onto units that are
-    already final, which are recomputed to the same values, so that buffers never
-    hold partial values. Before the lowest degree there are none: the window holds
+    Where that degree has fewer units than the window (none, or fewer than a wider
+    degree of the group holds), the window ends with the degree's last unit and
+    moves down onto units that are already final, which are recomputed to the same
+    values, so that buffers never hold partial values (a window reaching past its
+    degree would leave units not final in the buffers, which the next block's wide
+    product reads). Before the lowest degree there are none: the window holds
     the lowest degree's units, which the step of that degree recomputes in the same
     block (``schedule``); no output of those first steps reads a hidden unit.
     """
     first = np.searchsorted(degree, steps - 1, side="left")
     last = np.searchsorted(degree, steps - 1, side="right")
-    start = np.where(last > first, first, last - width)
+    start = np.minimum(first, last - width)
     return np.clip(start, 0, len(degree) - width).astype(np.int32)
 
 

@@ -182,9 +182,10 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
     degrees = [np.repeat(np.arange(padded) // block, total)]
     degrees += [(steps - 2 - degree)[::-1] for degree in reversed(layout.hidden_degrees)]
     for i in range(1, len(degrees)):
-        # Reversed, a layer's lowest degree has the fewest units and may be above 0;
-        # the schedule recomputes final units at steps whose degree has none, so give
-        # each layer as many null units of degree 0 as its widest degree holds.
+        # Reversed, a layer's lowest degree has the fewest units and may be above 0,
+        # and its top degree holds the remainder units; the schedule's windows, as
+        # wide as that, recompute final units at steps whose degree holds fewer, so
+        # give each layer as many null units of degree 0 as its widest degree holds.
         null = int(np.bincount(degrees[i] - degrees[i].min()).max())
         degrees[i] = np.concatenate([np.zeros(null, int), degrees[i]])
         kernels[i] = jnp.pad(kernels[i], ((null, 0), (0, 0)))

@@ -124,19 +124,27 @@ def test_narrow_network_leaves_no_output_without_inputs():
     assert not (reach & ~allowed).any()
 
 
+# The transposed solve's layout (maf_jax.inverses.implicit) reversed: the remainder
+# units at the top degree, every window as wide as it
+TOP_WIDER = (0,) * 4 + tuple(d for d in range(1, 7) for _ in range(2)) + (7,) * 4
+
+
 @pytest.mark.parametrize(
-    "features,context,passes,hidden,blocks,groups",
+    "features,context,passes,hidden,blocks,groups,degrees",
     [
-        (10, 2, 10, (23, 17), None, 4),
-        (64, 0, 64, (128, 128), None, 4),
-        (64, 0, 64, (128, 128), 7, 2),  # blocks of 9 steps, the last one padded
-        (40, 0, 40, (8,), 5, 1),
-        (7, 0, 3, (5, 6), None, 4),
-        (9, 1, 9, (), 3, 2),
+        (10, 2, 10, (23, 17), None, 4, None),
+        (64, 0, 64, (128, 128), None, 4, None),
+        (64, 0, 64, (128, 128), 7, 2, None),  # blocks of 9 steps, the last one padded
+        (40, 0, 40, (8,), 5, 1, None),
+        (7, 0, 3, (5, 6), None, 4, None),
+        (9, 1, 9, (), 3, 2, None),
+        (9, 0, 9, (len(TOP_WIDER),), 3, 1, (TOP_WIDER,)),
     ],
 )
-def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, blocks, groups):
-    layout = MadeLayout(features, context, passes, hidden, 2)
+def test_schedule_covers_every_step_and_unit(
+    features, context, passes, hidden, blocks, groups, degrees
+):
+    layout = MadeLayout(features, context, passes, hidden, 2, degrees=degrees)
     plan = schedule(layout, blocks, groups)
     assert len(plan) <= 3  # head, peeled step, then one group of the regular blocks
     steps = np.concatenate([g.steps.ravel() for g in plan])
