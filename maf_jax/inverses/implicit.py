@@ -185,8 +185,10 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         # Reversed, a layer's lowest degree has the fewest units and may be above 0,
         # and its top degree holds the remainder units; the schedule's windows, as
         # wide as that, recompute final units at steps whose degree holds fewer, so
-        # give each layer as many null units of degree 0 as its widest degree holds.
-        null = int(np.bincount(degrees[i] - degrees[i].min()).max())
+        # fill degree 0 with null units up to the widest degree's count (then every
+        # degree but the widest holds no more than degree 0: one group of blocks).
+        counts = np.bincount(degrees[i])
+        null = int(counts.max() - counts[0])
         degrees[i] = np.concatenate([np.zeros(null, int), degrees[i]])
         kernels[i] = jnp.pad(kernels[i], ((null, 0), (0, 0)))
         kernels[i + 1] = jnp.pad(kernels[i + 1], ((0, 0), (null, 0)))
