@@ -5,7 +5,8 @@ number of fused kernels XLA emits (on CPU, most of the compile is LLVM generatin
 machine code for each kernel). Besides maf_jax's sampler, its sampler with one group
 of blocks (``inverse=Incremental(groups=1)``) and with the full-pass reference inverse
 (the simplest sampler program, 20-50x slower to run) show what a smaller sampler
-program would save. One
+program would save; the gradients through sampling of ``vi.py`` (512 samples) are
+timed beside. One
 process, rounds interleaved, JAX's trace caches cleared before each compile so that
 every round traces from scratch; medians.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import jax
 import optax
 import speed
+import vi
 
 from maf_jax import Incremental
 
@@ -42,6 +44,9 @@ def programs(features: int):
     def train(params, log_prob):
         return speed.train_step(log_prob, optimizer), (params, optimizer.init(params), x)
 
+    def gradient(params, loss):
+        return jax.jit(jax.grad(loss)), (params, key)
+
     def sampler(**settings):
         params, _, sample = speed.maf_jax_model(features, None, **settings)
         return jax.jit(sample), (params, key)
@@ -54,6 +59,8 @@ def programs(features: int):
         "flowjax train": train(theirs, theirs_log_prob),
         "flowjax sample": (jax.jit(theirs_sample), (theirs, key)),
         "dense MLP train": train(dense, dense_log_prob),
+        "maf_jax grad through sampling": gradient(*vi.maf_jax_loss(features)),
+        "flowjax grad through sampling": gradient(*vi.flowjax_loss(features)),
     }
 
 
@@ -107,7 +114,12 @@ def main() -> None:
         for sampler in [name for name in medians if name.startswith("maf_jax sample")]:
             ratio = (ours + medians[sampler]["total_s"]) / flowjax
             notes.append(f"- D={features}: (maf_jax train + {sampler}) / flowjax's: {ratio:.2f}")
-        print("\n".join(lines[-len(table) :] + notes[-3:]), flush=True)
+        ours_grad, theirs_grad = (
+            medians[f"{lib} grad through sampling"]["total_s"] for lib in ("maf_jax", "flowjax")
+        )
+        ratio = ours_grad / theirs_grad
+        notes.append(f"- D={features}: gradient through sampling / flowjax's: {ratio:.2f}")
+        print("\n".join(lines[-len(table) :] + notes[-4:]), flush=True)
     report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compile_time.md").write_text(report)
