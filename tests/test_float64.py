@@ -113,6 +113,28 @@ def test_dtype():
     assert flow().log_prob(jnp.zeros((3, 2))).dtype == F64
 
 
+def assert_implicit_derivatives_match(t, seed: int, context: int):
+    """The custom VJP of ``t``'s inverse against autodiff through the full-pass
+    inverse, for the parameters, the noise and the context, to 1e-10."""
+    graphdef, params, rest = nnx.split(scramble(t, seed=seed), nnx.Param, ...)
+    keys = jax.random.split(jax.random.key(seed), 4)
+    c = jax.random.normal(keys[0], (context,), F64) if context else None
+    y = jax.random.normal(keys[1], (3, t.layout.features), F64)
+    gx, gl = jax.random.normal(keys[2], y.shape, F64), jax.random.normal(keys[3], (3,), F64)
+
+    def loss(params, y, c, reference):
+        b = nnx.merge(graphdef, params, rest)(c)
+        x, ladj = full_pass_inverse(b, y) if reference else b.inverse_and_log_det(y)
+        return (x * gx).sum() + (ladj * gl).sum()
+
+    argnums = (0, 1, 2) if context else (0, 1)
+    # one compiled program each: faster than op by op through the scans
+    grad = jax.jit(jax.grad(loss, argnums), static_argnums=3)
+    got, want = (grad(params, y, c, r) for r in (False, True))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("features,hidden", [(20, (40, 40)), (64, (128, 128))])
 def test_implicit_derivative_where_the_top_reversed_degree_holds_the_remainder(features, hidden):
     """The lowest degree holds the remainder units (4 against 2 at 20 features, hidden
@@ -123,46 +145,15 @@ def test_implicit_derivative_where_the_top_reversed_degree_holds_the_remainder(f
     t = MaskedAutoregressiveTransform(
         features, hidden_features=hidden, rngs=nnx.Rngs(0), param_dtype=F64
     )
-    graphdef, params, rest = nnx.split(scramble(t), nnx.Param, ...)
-    keys = jax.random.split(jax.random.key(1), 2)
-    y = jax.random.normal(keys[0], (3, features), F64)
-    gx = jax.random.normal(keys[1], y.shape, F64)
-
-    def loss(params, y, reference):
-        b = nnx.merge(graphdef, params, rest)()
-        return (
-            ((full_pass_inverse(b, y) if reference else b.inverse_and_log_det(y))[0]) * gx
-        ).sum()
-
-    grad = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)
-    got, want = (grad(params, y, r) for r in (False, True))
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    assert_implicit_derivatives_match(t, seed=1, context=0)
 
 
 @given(structures(features=7, context=2, hidden=13))
 def test_implicit_derivatives_equal_autodiff_through_the_reference(s):
-    """The custom VJP of the inverse against autodiff through the full-pass inverse,
-    for the parameters, the noise and the context, to 1e-10."""
+    """The custom VJP of the inverse on any structure (``assert_implicit_derivatives_match``)."""
     kwargs = s["kwargs"]
     t = MaskedAutoregressiveTransform(**kwargs, rngs=nnx.Rngs(s["seed"]), param_dtype=F64)
-    graphdef, params, rest = nnx.split(scramble(t, seed=s["seed"]), nnx.Param, ...)
-    keys = jax.random.split(jax.random.key(s["seed"]), 4)
-    c = jax.random.normal(keys[0], (kwargs["context"],), F64) if kwargs["context"] else None
-    y = jax.random.normal(keys[1], (3, kwargs["features"]), F64)
-    gx, gl = jax.random.normal(keys[2], y.shape, F64), jax.random.normal(keys[3], (3,), F64)
-
-    def loss(params, y, c, reference):
-        b = nnx.merge(graphdef, params, rest)(c)
-        x, ladj = full_pass_inverse(b, y) if reference else b.inverse_and_log_det(y)
-        return (x * gx).sum() + (ladj * gl).sum()
-
-    argnums = (0, 1, 2) if kwargs["context"] else (0, 1)
-    # one compiled program each: faster than op by op through the scans
-    grad = jax.jit(jax.grad(loss, argnums), static_argnums=3)
-    got, want = (grad(params, y, c, r) for r in (False, True))
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    assert_implicit_derivatives_match(t, s["seed"], kwargs["context"])
 
 
 @given(graphs())

@@ -2,8 +2,8 @@
 
 Step ``s`` of the inverse makes final the hidden units of degree ``s - 1`` and the
 features of rank ``s``. Steps are grouped into blocks. At the start of a block, one
-matrix product per layer adds up every contribution from inputs that are final
-(units not final yet are zeros in the buffers between blocks); each step then adds only the
+matrix product per layer adds up every contribution from inputs that are final (units
+not final yet are zeros in the buffers between blocks); each step then adds only the
 contributions from inputs made final inside the block. A step thus reads a few rows
 of each buffer instead of the whole, and most of the arithmetic runs as wide matrix
 products.
