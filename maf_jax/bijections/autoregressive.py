@@ -103,11 +103,15 @@ class AutoregressiveTransform:
                 f"context batch shape {self.context.shape[:-1]}"
             ) from None
 
+    # ``order`` is a permutation: gathers by it need no bounds handling, and with
+    # mode="clip" JAX adds none (the default fills out-of-bounds entries with NaN,
+    # a compare and select in every kernel that reads the result).
+
     def _sort(self, x: jax.Array) -> jax.Array:
-        return jnp.take(x, jnp.argsort(self.order), axis=-1)
+        return jnp.take(x, jnp.argsort(self.order), axis=-1, mode="clip")
 
     def _unsort(self, x: jax.Array) -> jax.Array:
-        return jnp.take(x, self.order, axis=-1)
+        return jnp.take(x, self.order, axis=-1, mode="clip")
 
     def _original_weights(self, gather: bool | None = None) -> Weights:
         """The weights for features in their original order, outputs parameter-major.
@@ -131,7 +135,7 @@ class AutoregressiveTransform:
             rows = functools.partial(einsum, "id,d...->i...", onehot)
             outputs = functools.partial(einsum, "id,...dt->...ti", onehot)
         else:  # a product costs features^2 x units: 20% of a step at 256 features
-            take = functools.partial(jnp.take, indices=self.order, unique_indices=True)
+            take = functools.partial(jnp.take, indices=self.order, mode="clip", unique_indices=True)
             rows = functools.partial(take, axis=0)
             outputs = lambda a: jnp.swapaxes(take(a, axis=-2), -1, -2)  # noqa: E731
         (kernel, bias), *rest = self.weights
