@@ -176,7 +176,10 @@ def test_any_dag_inverts_exactly(graph):
     )(b, y)
     np.testing.assert_allclose(x, x_full, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ladj, ladj_full, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(b.forward(x), y, rtol=1e-10, atol=1e-10)
+    # y is computed from every x of its row: rounding grows with their scale (a
+    # scrambled row reaches |x| ~ 4e6, its round trip off by 1.7e-10)
+    scale = 1 + np.abs(np.asarray(x)).max(-1, keepdims=True)
+    np.testing.assert_array_less(np.abs(b.forward(x) - y) / scale, 1e-10)
 
 
 # per link, the box of the first feature and the share of samples whose distance to
