@@ -71,12 +71,16 @@ def _forward(t, y):
 def _backward(residuals, cotangents):
     t, x = residuals
     gx, gl = cotangents
-    _, vjp = jax.vjp(lambda t, x: t.forward_and_log_det(x), t, x)
-    _, gx_ladj = vjp((jnp.zeros_like(x), -gl))
-    u = _transposed_solve(t, x, gx + gx_ladj)
+    # One forward pass, in the rank-sorted space where the weights are stored (no
+    # permutation of them), gives both the VJP and the linearisation of the solve.
+    xs = t._sort(x)
+    _, vjp, (slopes, d, d_phi) = jax.vjp(_linearised, t, xs, has_aux=True)
+    _, gxs_ladj = vjp((jnp.zeros_like(xs), -gl))
+    activated = [s for s in slopes if s is not None]
+    u = _solve_rows(t, t._sort(gx) + gxs_ladj, d, d_phi, *activated)
     # one backward pass for the parameters: the VJP is linear in the cotangents
     gt, _ = vjp((-u, -gl))
-    return gt, u
+    return gt, t._unsort(u)
 
 
 implicit_inverse.defvjp(_forward, _backward)
@@ -101,14 +105,15 @@ class _Problem(NamedTuple):
     precision: Any
 
 
-def _linearisation(t, xs: jax.Array):
-    """The derivatives of the forward pass at sorted features ``xs`` ``(n, D)``.
+def _linearised(t, xs: jax.Array):
+    """The forward pass at sorted features ``xs`` ``(n, D)``, and its derivatives.
 
     Returns:
-        The activation's derivative at every hidden layer's pre-activations,
-        ``(n, units)`` each (``None`` for a layer without activation), and the
-        univariate derivatives ``d = df/dx`` ``(n, D)`` and ``df/dphi``
-        ``(n, D, total)``.
+        ``y`` ``(n, D)`` in the sorted space and ``log|det dy/dx|`` ``(n,)``; and
+        the activation's derivative at every hidden layer's
+        pre-activations, ``(n, units)`` each (``None`` for a layer without
+        activation), and the univariate derivatives ``d = df/dx`` ``(n, D)`` and
+        ``df/dphi`` ``(n, D, total)``.
     """
     h = xs if t.context is None else jnp.concatenate([xs, t.context], axis=-1)
     values, slopes, wiring = [], [], t.layout.wiring
@@ -130,10 +135,11 @@ def _linearisation(t, xs: jax.Array):
         part = phi[..., offset : offset + size]
         params.append(part[..., 0] if not shape else part.reshape(n, features, *shape))
         offset += size
-    y, vjp = jax.vjp(lambda x, p: t.univariate(*p).forward(x), xs, params)
-    d, d_params = vjp(jnp.ones_like(y))  # elementwise: each y_p has its own x_p and phi_p
+    (y, ladj), vjp = jax.vjp(lambda x, p: t.univariate(*p).forward_and_log_det(x), xs, params)
+    # elementwise: each y_p has its own x_p and phi_p
+    d, d_params = vjp((jnp.ones_like(y), jnp.zeros_like(ladj)))
     d_phi = jnp.concatenate([g.reshape(n, features, math.prod(g.shape[2:])) for g in d_params], -1)
-    return slopes, d, d_phi
+    return (y, ladj.sum(-1)), (slopes, d, d_phi)
 
 
 def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, groups: int = 1):
@@ -150,7 +156,13 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
     Returns:
         ``u`` of shape ``(n, features)``.
     """
-    layout, n = t.layout, x.shape[0]
+    slopes, d, d_phi = _linearised(t, t._sort(x))[1]
+    return t._unsort(_sorted_solve(t, t._sort(a), slopes, d, d_phi, blocks, groups))
+
+
+def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None, groups: int = 1):
+    """``transposed_solve`` in the sorted space, given ``_linearised``'s derivatives."""
+    layout, n = t.layout, a.shape[0]
     features, total, block, steps = layout.features, layout.total, layout.block, layout.steps
     padded = steps * block
     pad = padded - features  # the reversed first rank is short: fill it with null features
@@ -159,8 +171,6 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         v = jnp.flip(v, axis)
         return jnp.pad(v, [(pad, 0) if i == axis else (0, 0) for i in range(v.ndim)])
 
-    xs = t._sort(x)
-    slopes, d, d_phi = _linearisation(t, xs)
     # Transposed layers, unit-major (out, in): each original kernel (in, out) with its
     # feature axes reversed and padded and its unit axes reversed.
     (w_in, _), *rest = t.weights
@@ -176,7 +186,7 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         w = params_axis(w) if k == len(weights) - 1 else jnp.flip(w, 1)
         transposed.append(w)
     spread = np.kron(np.eye(padded, dtype=np.float32), np.ones((total, 1), np.float32))
-    kernels = [jnp.asarray(spread, x.dtype), *reversed(transposed)]
+    kernels = [jnp.asarray(spread, d.dtype), *reversed(transposed)]
     first = reverse(d_phi / d[..., None], 1).reshape(n, padded * total)
     factors = [first.T, *(None if s is None else jnp.flip(s, 1).T for s in reversed(slopes))]
     degrees = [np.repeat(np.arange(padded) // block, total)]
@@ -194,7 +204,7 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         kernels[i + 1] = jnp.pad(kernels[i + 1], ((0, 0), (null, 0)))
         if factors[i] is not None:
             factors[i] = jnp.pad(factors[i], ((null, 0), (0, 0)))
-    *hidden, output = [(w, jnp.zeros(w.shape[0], x.dtype)) for w in kernels]
+    *hidden, output = [(w, jnp.zeros(w.shape[0], d.dtype)) for w in kernels]
     plan_layout = DegreeLayout(
         padded,
         1,
@@ -204,8 +214,15 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
     )
     problem = _Problem(plan_layout, _Residual, ((),), None, t.precision)
     net = Network(tuple(hidden), output, tuple(factors))
-    du, _ = solve(problem, net, reverse(t._sort(a), 1).T, schedule(plan_layout, blocks, groups))
-    return t._unsort(jnp.flip(du[:, pad:], 1) / d)
+    du, _ = solve(problem, net, reverse(a, 1).T, schedule(plan_layout, blocks, groups))
+    return jnp.flip(du[:, pad:], 1) / d
 
 
-_transposed_solve = rowwise(transposed_solve)  # see _inverse
+def _solve_in_rows(t, a, d, d_phi, *activated):
+    slopes, given = [], iter(activated)
+    for is_activated in t.layout.wiring.activated:
+        slopes.append(next(given) if is_activated else None)
+    return _sorted_solve(t, a, slopes, d, d_phi)
+
+
+_solve_rows = rowwise(_solve_in_rows)  # see _inverse
