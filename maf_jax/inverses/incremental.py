@@ -76,7 +76,8 @@ class Offsets(NamedTuple):
     Attributes:
         lo: First unit of the layer's span.
         inside: Inputs ``[inside[0], inside[1])`` of the layer become final in the block.
-        starts: First unit of each step's window, ``(k,)``, hidden layers only.
+        starts: First unit of each step's window in the layer's span (from ``lo``),
+            ``(k,)``, hidden layers only.
         feature_starts: First feature of each step's rank, ``(k,)``.
         part: The part of the group the block is in (``Group.parts``).
     """
@@ -99,7 +100,6 @@ class Block(NamedTuple):
         outer_params: The same for the outputs, one array per univariate parameter.
         inner: Per layer computed, its weights from the inputs made final within
             the block (zero elsewhere), or ``None`` where none are.
-        lo: ``Offsets.lo``.
         feature_lo: First feature of the block's span.
         y: The noise, ``(features, n)``.
     """
@@ -108,7 +108,6 @@ class Block(NamedTuple):
     outer: list[jax.Array]
     outer_params: list[jax.Array]
     inner: list[jax.Array | None]
-    lo: tuple[Any, ...]
     feature_lo: Any
     y: jax.Array
 
@@ -228,7 +227,7 @@ def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
         offsets = Offsets(
             tuple(w.lo for w in group.works),
             tuple(w.inside for w in group.works),
-            tuple(w.starts for w in group.works[:-1]),
+            tuple(w.starts - w.lo[:, None] for w in group.works[:-1]),
             group.feature_starts,
             group.parts,
         )
@@ -302,7 +301,8 @@ def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: O
     """One block of ``group``: the wide products, then its steps on local buffers."""
     *works, output = group.works
     total = t.layout.total
-    feature_lo, feature_span = offsets.lo[-1] // total, output.span // total
+    # lax.div: offsets are never negative, no sign fixup as in //
+    feature_lo, feature_span = jax.lax.div(offsets.lo[-1], np.int32(total)), output.span // total
     weights = [*net.hidden[: len(works)], net.output]
     belows = [carry.x, *carry.units[: len(works)]] if works else [(carry.x, *carry.units)[-1]]
     below_spans = [(feature_lo, feature_span), *((lo, w.span) for lo, w in zip(offsets.lo, works))]
@@ -330,7 +330,7 @@ def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: O
             for f, lo, w in zip(net.factors, offsets.lo, works)
         ]
     outer_params = _parameters(t, outer[-1])
-    block = Block(factors, outer[:-1], outer_params, inner, offsets.lo, feature_lo, y)
+    block = Block(factors, outer[:-1], outer_params, inner, feature_lo, y)
     # The steps read and write only the block's spans, written back once: the full
     # buffers stay out of the loop.
     local = Carry(
@@ -359,19 +359,19 @@ def _step(t, works: list[Layer], block: Block, local: Carry, starts):
     unit_starts, feature_start = starts
     wiring = t.layout.wiring
     below, units = local.x, []
-    for i, (w, pre, values, work, lo, s) in enumerate(
-        zip(block.inner, block.outer, local.units, works, block.lo, unit_starts)
+    for i, (w, pre, values, work, s) in enumerate(
+        zip(block.inner, block.outer, local.units, works, unit_starts)
     ):
-        value = _rows(pre, s - lo, work.width)
+        value = _rows(pre, s, work.width)
         if w is not None:
-            value = value + matmul(_rows(w, s - lo, work.width), below, t.precision)
+            value = value + matmul(_rows(w, s, work.width), below, t.precision)
         if wiring.skips[i] is not None:  # final in this window: computed just now
-            value = value + _rows(units[wiring.skips[i]], s - lo, work.width)
+            value = value + _rows(units[wiring.skips[i]], s, work.width)
         if wiring.activated[i] and block.factors is None:
             value = t.activation(value)
         elif wiring.activated[i]:
-            value = value * _rows(block.factors[i], s - lo, work.width)
-        below = _update(values, value, s - lo)
+            value = value * _rows(block.factors[i], s, work.width)
+        below = _update(values, value, s)
         units.append(below)
     # Each parameter is its slice of the outer terms plus the inner terms.
     size, offset = t.layout.block, feature_start - block.feature_lo
