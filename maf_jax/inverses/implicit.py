@@ -219,6 +219,10 @@ def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None, groups: int
 
 
 def _solve_in_rows(t, a, d, d_phi, *activated):
+    """``_sorted_solve`` given only the activated layers' slopes.
+
+    Every argument of a ``rowwise`` function is an array of rows: none is ``None``.
+    """
     slopes, given = [], iter(activated)
     for is_activated in t.layout.wiring.activated:
         slopes.append(next(given) if is_activated else None)
