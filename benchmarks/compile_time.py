@@ -6,7 +6,8 @@ machine code for each kernel). Besides maf_jax's sampler, its sampler with one g
 of blocks (``inverse=Incremental(groups=1)``) and with the full-pass reference inverse
 (the simplest sampler program, 20-50x slower to run) show what a smaller sampler
 program would save; the gradients through sampling of ``vi.py`` (512 samples) are
-timed beside. One
+timed beside. For the samplers, the first call is timed too: trace, lower, compile and
+one call are how long a user waits for a first batch of samples. One
 process, rounds interleaved, JAX's trace caches cleared before each compile so that
 every round traces from scratch; medians.
 
@@ -18,6 +19,7 @@ Writes benchmarks/results/compile_time.md.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import time
 from pathlib import Path
@@ -64,7 +66,7 @@ def programs(features: int):
     }
 
 
-def compile_once(fn, args) -> dict:
+def compile_once(fn, args, call: bool = False) -> dict:
     jax.clear_caches()  # trace from scratch in every round, not from the last one
     start = time.perf_counter()
     traced = fn.trace(*args)
@@ -74,12 +76,18 @@ def compile_once(fn, args) -> dict:
     compiled = lowered.compile()
     done = time.perf_counter()
     kernels = len(re.findall(r"= \S+ fusion\(", compiled.as_text()))
+    first_call = float("nan")
+    if call:
+        called = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        first_call = time.perf_counter() - called
     return {
         "trace_s": traced_at - start,
         "lower_s": lowered_at - traced_at,
         "compile_s": done - lowered_at,
         "total_s": done - start,
         "kernels": kernels,
+        "call_s": first_call,
     }
 
 
@@ -93,8 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     speed.warm_up(jax)
     lines = [
-        "| D | program | trace (s) | lower (s) | XLA compile (s) | total (s) | kernels |",
-        "|---|---|---|---|---|---|---|",
+        "| D | program | trace (s) | lower (s) | XLA compile (s) | total (s) | kernels "
+        "| first call (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for features in args.features:
@@ -102,12 +111,13 @@ def main() -> None:
         runs = {name: [] for name in table}
         for _ in range(args.rounds):
             for name, (fn, fn_args) in table.items():
-                runs[name].append(compile_once(fn, fn_args))
+                runs[name].append(compile_once(fn, fn_args, call="sample" in name))
         medians = speed.medians(runs)
         for name, m in medians.items():
+            call = "" if math.isnan(m["call_s"]) else f"{m['call_s']:.3f}"
             lines.append(
                 f"| {features} | {name} | {m['trace_s']:.2f} | {m['lower_s']:.2f} "
-                f"| {m['compile_s']:.2f} | {m['total_s']:.2f} | {m['kernels']:.0f} |"
+                f"| {m['compile_s']:.2f} | {m['total_s']:.2f} | {m['kernels']:.0f} | {call} |"
             )
         flowjax = medians["flowjax train"]["total_s"] + medians["flowjax sample"]["total_s"]
         ours = medians["maf_jax train"]["total_s"]
@@ -119,7 +129,15 @@ def main() -> None:
         )
         ratio = ours_grad / theirs_grad
         notes.append(f"- D={features}: gradient through sampling / flowjax's: {ratio:.2f}")
-        print("\n".join(lines[-len(table) :] + notes[-4:]), flush=True)
+        first = [
+            medians[f"{lib} sample"]["total_s"] + medians[f"{lib} sample"]["call_s"]
+            for lib in ("maf_jax", "flowjax")
+        ]
+        notes.append(
+            f"- D={features}: first {speed.BATCH} samples (trace, lower, compile, one call), "
+            f"maf_jax / flowjax's: {first[0]:.2f} / {first[1]:.2f} s"
+        )
+        print("\n".join(lines[-len(table) :] + notes[-5:]), flush=True)
     report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compile_time.md").write_text(report)
