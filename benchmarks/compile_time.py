@@ -34,36 +34,43 @@ from maf_jax import Incremental
 HERE = Path(__file__).parent
 
 
-def programs(features: int):
-    """name -> (jitted function, its arguments)."""
+def builders(features: int):
+    """name -> a function that builds (jitted function, its arguments)."""
     key = jax.random.key(0)
     x = jax.random.normal(key, (speed.TRAIN_BATCH, features))
     optimizer = optax.adam(1e-3)
-    ours, ours_log_prob, ours_sample = speed.maf_jax_model(features, None)
-    theirs, theirs_log_prob, theirs_sample = speed.flowjax_model(features, key)
-    dense, dense_log_prob = speed.dense_model(features, key)
 
-    def train(params, log_prob):
+    def train(params, log_prob, *_):
         return speed.train_step(log_prob, optimizer), (params, optimizer.init(params), x)
+
+    def sample(params, _, sample):
+        return jax.jit(sample), (params, key)
 
     def gradient(params, loss):
         return jax.jit(jax.grad(loss)), (params, key)
 
-    def sampler(**settings):
-        params, _, sample = speed.maf_jax_model(features, None, **settings)
-        return jax.jit(sample), (params, key)
+    def ours(**settings):
+        return speed.maf_jax_model(features, None, **settings)
+
+    def theirs():
+        return speed.flowjax_model(features, key)
 
     return {
-        "maf_jax train": train(ours, ours_log_prob),
-        "maf_jax sample": (jax.jit(ours_sample), (ours, key)),
-        "maf_jax sample, groups=1": sampler(inverse=Incremental(groups=1)),
-        "maf_jax sample, full-pass inverse": sampler(inverse="full_pass"),
-        "flowjax train": train(theirs, theirs_log_prob),
-        "flowjax sample": (jax.jit(theirs_sample), (theirs, key)),
-        "dense MLP train": train(dense, dense_log_prob),
-        "maf_jax grad through sampling": gradient(*vi.maf_jax_loss(features)),
-        "flowjax grad through sampling": gradient(*vi.flowjax_loss(features)),
+        "maf_jax train": lambda: train(*ours()),
+        "maf_jax sample": lambda: sample(*ours()),
+        "maf_jax sample, groups=1": lambda: sample(*ours(inverse=Incremental(groups=1))),
+        "maf_jax sample, full-pass inverse": lambda: sample(*ours(inverse="full_pass")),
+        "flowjax train": lambda: train(*theirs()),
+        "flowjax sample": lambda: sample(*theirs()),
+        "dense MLP train": lambda: train(*speed.dense_model(features, key)),
+        "maf_jax grad through sampling": lambda: gradient(*vi.maf_jax_loss(features)),
+        "flowjax grad through sampling": lambda: gradient(*vi.flowjax_loss(features)),
     }
+
+
+def programs(features: int):
+    """name -> (jitted function, its arguments)."""
+    return {name: build() for name, build in builders(features).items()}
 
 
 def compile_once(fn, args, call: bool = False) -> dict:
