@@ -84,6 +84,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.features[0], args.program)
+    import compile_time
+
+    known = list(compile_time.builders(1))
+    unknown = [name for name in args.programs if name not in known]
+    if unknown:
+        parser.error(f"unknown programs {unknown}; expected some of {known}")
     cases = [(features, program) for features in args.features for program in args.programs]
     with ThreadPoolExecutor(args.jobs) as pool:
         counts = dict(zip(cases, pool.map(lambda case: count(*case), cases)))

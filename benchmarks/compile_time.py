@@ -43,8 +43,8 @@ def builders(features: int):
     def train(params, log_prob, *_):
         return speed.train_step(log_prob, optimizer), (params, optimizer.init(params), x)
 
-    def sample(params, _, sample):
-        return jax.jit(sample), (params, key)
+    def sample(params, _, draw):
+        return jax.jit(draw), (params, key)
 
     def gradient(params, loss):
         return jax.jit(jax.grad(loss)), (params, key)
