@@ -140,10 +140,11 @@ class AutoregressiveTransform:
             outputs = lambda a: jnp.swapaxes(take(a, axis=-2), -1, -2)  # noqa: E731
         (kernel, bias), *rest = self.weights
         layers = [(jnp.concatenate([rows(kernel[:features]), kernel[features:]]), bias), *rest]
+        # the last layer's bias as one more row of its kernel: one reordering, not two
         w, b = layers[-1]
-        w = outputs(w.reshape(w.shape[0], features, total))
-        b = outputs(b.reshape(features, total))
-        layers[-1] = (w.reshape(w.shape[0], -1), b.reshape(-1))
+        w = outputs(jnp.concatenate([w, b[None]]).reshape(w.shape[0] + 1, features, total))
+        w = w.reshape(w.shape[0], -1)
+        layers[-1] = (w[:-1], w[-1])
         return tuple(layers)
 
     def _conditioner(self, x: jax.Array, context: jax.Array | None, weights: Weights):
