@@ -99,14 +99,14 @@ def main() -> None:
     for name, rows in runs.items():
         cells = [f"{statistics.median(r[s] for r in rows):.3f}" for s in STAGES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    report = "\n".join(lines) + (
-        f"\n\nMedians of {args.rounds} fresh processes per library: a flow of {FIRST[0]} "
+    footer = (
+        f"Medians of {args.rounds} fresh processes per library: a flow of {FIRST[0]} "
         f"features, context {FIRST[1]}, hidden ({FIRST[2]}, {FIRST[2]}); then {NEW[0]} "
-        f"features, hidden ({NEW[2]}, {NEW[2]}); {TRANSFORMS} transforms each.\n"
+        f"features, hidden ({NEW[2]}, {NEW[2]}); {TRANSFORMS} transforms each."
     )
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "build_time.md").write_text(report)
+    import speed  # not at the top: the children time their imports
+
+    speed.write_report(args.out, "build_time.md", lines, footer)
 
 
 if __name__ == "__main__":

@@ -116,17 +116,11 @@ def main() -> None:
                 f"the command takes {warm['command']:.2f} s instead of {off['command']:.2f} s"
             )
             print("\n".join(lines[-3:] + notes[-1:]), flush=True)
-    report = (
+    command = (
         f"`python benchmarks/compile_cache.py --features {' '.join(map(str, args.features))} "
-        f"--rounds {args.rounds}`, {args.n} samples, medians.\n\n"
-        + "\n".join(lines)
-        + "\n\n"
-        + "\n".join(notes)
-        + "\n"
+        f"--rounds {args.rounds}`, {args.n} samples, medians."
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compile_cache.md").write_text(report)
-    print(report)
+    speed.write_report(args.out, "compile_cache.md", command, lines, notes)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ def main() -> None:
     if args.child:
         return child(args.features[0], args.program)
     import compile_time
+    import speed
 
     known = list(compile_time.builders(1))
     unknown = [name for name in args.programs if name not in known]
@@ -104,10 +105,7 @@ def main() -> None:
         if all(sums.values()):
             ratio = sums["maf_jax"] / sums["flowjax"]
             notes.append(f"- D={features}: (maf_jax train + sample) / flowjax's: {ratio:.2f}")
-    report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compile_instructions.md").write_text(report)
-    print(report)
+    speed.write_report(args.out, "compile_instructions.md", lines, notes)
 
 
 if __name__ == "__main__":

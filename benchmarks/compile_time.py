@@ -145,10 +145,7 @@ def main() -> None:
             f"maf_jax / flowjax's: {first[0]:.2f} / {first[1]:.2f} s"
         )
         print("\n".join(lines[-len(table) :] + notes[-5:]), flush=True)
-    report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compile_time.md").write_text(report)
-    print(report)
+    speed.write_report(args.out, "compile_time.md", lines, notes)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ LIBRARIES = ("maf_jax", "dense", "flowjax", "zuko")
 HERE = Path(__file__).parent
 
 
+def write_report(directory: Path, name: str, *sections) -> None:
+    """Writes and prints a report: ``sections`` (strings, or lists of lines) a blank line apart."""
+    text = "\n\n".join(s if isinstance(s, str) else "\n".join(s) for s in sections) + "\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(text)
+    print(text)
+
+
 def median_times(fns: dict, repeat: int, slow=()) -> dict:
     """Median wall time in ms of each ``fns[name]()``, which must block until done.
 

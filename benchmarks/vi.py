@@ -148,10 +148,7 @@ def main() -> None:
             note += f"; zuko / ours {result['zuko_ms'] / ours:.1f}x"
         notes.append(note)
         print("\n".join(lines[-4:] + notes[-1:]), flush=True)
-    report = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vi.md").write_text(report)
+    speed.write_report(args.out, "vi.md", lines, notes)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ __all__ = ["Chain"]
 # The inverse (sampling) is never unrolled; how it is differentiated is the
 # bijections' business (maf_jax.inverses.implicit: only each step's output is kept).
 
+# Unrolled, XLA fuses the elementwise backward of every later bijection into each
+# bijection's backward kernels, recomputing it there; for rows of few features it
+# does so freely, and LLVM then spends most of the compile on those kernels (at 5
+# features, five kernels of 100-200 ms each). Below BARRIER_BELOW features, the
+# tangent between two bijections goes through a product with the identity, which
+# XLA does not fuse through: 11.2 -> 7.4 billion instructions to compile the train
+# step at 5 features, 8.5 -> 7.5 at 16 (benchmarks/compile_instructions.py), the
+# step as fast. From 64 features XLA fuses less and the product would cost time.
+BARRIER_BELOW = 64
+
 
 @_pytree.dataclass
 class Chain:
@@ -76,12 +86,13 @@ class Chain:
         x: jax.Array,
         reverse: bool,
         unroll: int | bool = 1,
+        barrier: bool = False,
     ):
         x = self._broadcast(x)
 
         def step(carry, bijection):
             x, ladj = carry
-            x, step_ladj = getattr(bijection, method)(x)
+            x, step_ladj = getattr(bijection, method)(_fusion_barrier(x) if barrier else x)
             return (x, ladj + step_ladj), None
 
         init = (x, jnp.zeros_like(x[..., 0]))  # varying like x inside shard_map
@@ -116,6 +127,24 @@ def _forward_unrolled_when_differentiated(chain: Chain, x: jax.Array):
 @_forward_unrolled_when_differentiated.defjvp
 def _forward_jvp(primals, tangents):
     def unrolled(chain, x):
-        return chain._scan("forward_and_log_det", x, reverse=False, unroll=True)
+        barrier = x.shape[-1] < BARRIER_BELOW
+        return chain._scan("forward_and_log_det", x, reverse=False, unroll=True, barrier=barrier)
 
     return jax.jvp(unrolled, primals, tangents)
+
+
+@jax.custom_jvp
+def _fusion_barrier(x: jax.Array) -> jax.Array:
+    """The identity, whose tangent (and cotangent) is a product with the identity.
+
+    Exact for finite values (each entry is itself times one plus zeros); an infinite
+    or NaN entry makes its row NaN, as it would make the loss.
+    """
+    return x
+
+
+@_fusion_barrier.defjvp
+def _fusion_barrier_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    eye = jnp.eye(x.shape[-1], dtype=t.dtype)
+    return x, jnp.matmul(t, eye, precision=jax.lax.Precision.HIGHEST)

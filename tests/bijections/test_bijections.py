@@ -12,7 +12,7 @@ from transform_configs import CONFIGS, CONTEXT, FEATURES
 
 import maf_jax
 from maf_jax import MAF, FullPass, Incremental, MaskedAutoregressiveTransform
-from maf_jax.bijections import autoregressive
+from maf_jax.bijections import autoregressive, chain
 from maf_jax.bijections.autoregressive import full_pass_inverse
 from maf_jax.bijections.chain import Chain
 from maf_jax.core.masks import autoregressive_adjacency
@@ -310,6 +310,47 @@ def test_unrolled_derivatives_match_the_loop(x, derivative):
     assert 3 in unrolls and set(loop_unrolls) == {1}
     for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "features,differentiated,barrier",
+    [(3, True, True), (3, False, False), (chain.BARRIER_BELOW, True, False)],
+)
+def test_the_unrolled_chain_keeps_xla_from_fusing_across_transforms(
+    monkeypatch, features, differentiated, barrier
+):
+    """Below ``BARRIER_BELOW`` features, the step of the chain (traced once, unrolled)
+    puts its input through the barrier, only where the chain is unrolled."""
+    calls = []
+
+    def counted(x):
+        calls.append(x.shape)
+        return x
+
+    monkeypatch.setattr(chain, "_fusion_barrier", counted)
+    flow = MAF(features, transforms=3, hidden_features=(8,), rngs=nnx.Rngs(6))
+
+    def log_prob(x):
+        return flow().log_prob(x).sum()
+
+    jax.make_jaxpr(jax.grad(log_prob) if differentiated else log_prob)(jnp.ones((2, features)))
+    assert calls == [(2, features)] * barrier
+
+
+@pytest.mark.parametrize(
+    "derivative", [jax.grad, jax.jacfwd, jax.jacrev, jax.hessian], ids=lambda d: d.__name__
+)
+def test_the_fusion_barrier_changes_no_derivative(derivative):
+    """The identity, and its derivatives those of the identity to the last bit."""
+    x = jnp.array([[0.3, -1.2, 2.5], [1e-30, -0.0, 7e20]])
+    w = jnp.array([1.5, -0.25, 3.0])
+
+    def f(barrier):
+        return lambda x: jnp.sum(jnp.sin(barrier(x)) * w)
+
+    with_barrier = derivative(f(chain._fusion_barrier))(x)
+    np.testing.assert_array_equal(with_barrier, derivative(f(lambda x: x))(x))
+    np.testing.assert_array_equal(chain._fusion_barrier(x), x)
 
 
 @pytest.mark.parametrize(
