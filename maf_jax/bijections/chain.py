@@ -27,8 +27,8 @@ __all__ = ["Chain"]
 # bijection's backward kernels, recomputing it there; for rows of few features it
 # does so freely, and LLVM then spends most of the compile on those kernels (at 5
 # features, five kernels of 100-200 ms each). Below BARRIER_BELOW features, the
-# tangent between two bijections goes through a product with the identity, which
-# XLA does not fuse through: 11.2 -> 7.4 billion instructions to compile the train
+# tangent into every bijection goes through a product with the identity, which
+# XLA does not fuse through: 11.2 -> 7.5 billion instructions to compile the train
 # step at 5 features, 8.5 -> 7.5 at 16 (benchmarks/compile_instructions.py), the
 # step as fast. From 64 features XLA fuses less and the product would cost time.
 BARRIER_BELOW = 64
