@@ -142,7 +142,7 @@ def _linearised(t, xs: jax.Array):
     return (y, ladj.sum(-1)), (slopes, d, d_phi)
 
 
-def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, groups: int = 1):
+def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None):
     """``u = J^{-T} a``, ``J = dT/dx`` at ``x``, by one incremental sweep.
 
     Args:
@@ -150,17 +150,15 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, g
         x: Data ``(n, features)``.
         a: The cotangent to solve for, ``(n, features)``.
         blocks: Blocks of the schedule, as for ``Incremental``.
-        groups: Most groups of blocks; one by default, the smallest program
-            (``benchmarks/vi.py`` compiles the gradient with it).
 
     Returns:
         ``u`` of shape ``(n, features)``.
     """
     slopes, d, d_phi = _linearised(t, t._sort(x))[1]
-    return t._unsort(_sorted_solve(t, t._sort(a), slopes, d, d_phi, blocks, groups))
+    return t._unsort(_sorted_solve(t, t._sort(a), slopes, d, d_phi, blocks))
 
 
-def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None, groups: int = 1):
+def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None):
     """``transposed_solve`` in the sorted space, given ``_linearised``'s derivatives."""
     layout, n = t.layout, a.shape[0]
     features, total, block, steps = layout.features, layout.total, layout.block, layout.steps
@@ -214,7 +212,7 @@ def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None, groups: int
     )
     problem = _Problem(plan_layout, _Residual, ((),), None, t.precision)
     net = Network(tuple(hidden), output, tuple(factors))
-    du, _ = solve(problem, net, reverse(a, 1).T, schedule(plan_layout, blocks, groups))
+    du, _ = solve(problem, net, reverse(a, 1).T, schedule(plan_layout, blocks))
     return jnp.flip(du[:, pad:], 1) / d
 
 
