@@ -144,11 +144,11 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Group, ...]
 
     Where every layer's lowest degree holds as many units as its other degrees, one
     group of ``blocks`` blocks of equal length over all steps: one step in the
-    compiled program. Otherwise the lowest degree holds the
-    remainder units, and a window that wide at every step would cost its width in
-    arithmetic (at 64 features, hidden 128: 4 units against 2, sampling about 15%
-    slower): the steps before the first hidden unit and the step of the lowest
-    degree are groups of their own, then the blocks over the regular steps.
+    compiled program. Otherwise the lowest degree holds the remainder units, and a
+    window that wide at every step would recompute units already final at each
+    (at 64 features, hidden 128: 4 units against 2): the steps before the first
+    hidden unit and the step of the lowest degree are groups of their own, then the
+    blocks over the regular steps.
 
     Args:
         layout: The MADE structure.
