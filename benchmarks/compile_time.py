@@ -2,12 +2,12 @@
 
 For each program: tracing, lowering to StableHLO, and XLA's compile apart, and the
 number of fused kernels XLA emits (on CPU, most of the compile is LLVM generating
-machine code for each kernel). Besides maf_jax's sampler, its sampler with the
-full-pass reference inverse (the simplest sampler program, 20-50x slower to run)
-shows what a smaller sampler program would save; the gradients through sampling of
-``vi.py`` (512 samples) are timed beside. For the samplers, the first call is timed
-too: trace, lower, compile and one call are how long a user waits for a first batch
-of samples. One
+machine code for each kernel). Besides maf_jax's sampler, its sampler with one group
+of blocks (``inverse=Incremental(groups=1)``) and with the full-pass reference inverse
+(the simplest sampler program, 20-50x slower to run) show what a smaller sampler
+program would save; the gradients through sampling of ``vi.py`` (512 samples) are
+timed beside. For the samplers, the first call is timed too: trace, lower, compile and
+one call are how long a user waits for a first batch of samples. One
 process, rounds interleaved, JAX's trace caches cleared before each compile so that
 every round traces from scratch; medians.
 
@@ -28,6 +28,8 @@ import jax
 import optax
 import speed
 import vi
+
+from maf_jax import Incremental
 
 HERE = Path(__file__).parent
 
@@ -56,6 +58,7 @@ def builders(features: int):
     return {
         "maf_jax train": lambda: train(*ours()),
         "maf_jax sample": lambda: sample(*ours()),
+        "maf_jax sample, groups=1": lambda: sample(*ours(inverse=Incremental(groups=1))),
         "maf_jax sample, full-pass inverse": lambda: sample(*ours(inverse="full_pass")),
         "flowjax train": lambda: train(*theirs()),
         "flowjax sample": lambda: sample(*theirs()),
@@ -123,7 +126,6 @@ def main() -> None:
                 f"| {features} | {name} | {m['trace_s']:.2f} | {m['lower_s']:.2f} "
                 f"| {m['compile_s']:.2f} | {m['total_s']:.2f} | {m['kernels']:.0f} | {call} |"
             )
-        first_note = len(notes)
         flowjax = medians["flowjax train"]["total_s"] + medians["flowjax sample"]["total_s"]
         ours = medians["maf_jax train"]["total_s"]
         for sampler in [name for name in medians if name.startswith("maf_jax sample")]:
@@ -142,7 +144,7 @@ def main() -> None:
             f"- D={features}: first {speed.BATCH} samples (trace, lower, compile, one call), "
             f"maf_jax / flowjax's: {first[0]:.2f} / {first[1]:.2f} s"
         )
-        print("\n".join(lines[-len(table) :] + notes[first_note:]), flush=True)
+        print("\n".join(lines[-len(table) :] + notes[-5:]), flush=True)
     speed.write_report(args.out, "compile_time.md", lines, notes)
 
 

@@ -17,6 +17,7 @@ from maf_jax.core import _pytree
 from maf_jax.core._checks import check_event
 from maf_jax.core.masks import MadeLayout
 from maf_jax.core.network import Weights, mlp
+from maf_jax.inverses.incremental import Incremental
 
 __all__ = ["AutoregressiveMixture", "DiagNormal", "NormalizingFlow"]
 
@@ -161,6 +162,10 @@ class AutoregressiveMixture:
             shapes=((components,),) * 3,
             activation=self.activation,
             precision=self.precision,
+            # one group: each group compiles its own copy of the univariate's Newton
+            # loop (MAF MoG, 43 features: 4.8 s to compile the sampler against 6.6 s
+            # with four, 208 against 202 ms to draw 4096 rows)
+            inverter=Incremental(groups=1),
         )
 
     def sample(self, key: jax.Array, shape=()) -> jax.Array:

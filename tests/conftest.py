@@ -232,6 +232,7 @@ def structures(draw, features: int = 9, context: int = 3, hidden: int = 19):
     inverse = Incremental(
         chunk=draw(st.none() | st.integers(1, 5)),
         blocks=draw(st.none() | st.integers(1, 4)),
+        groups=draw(st.integers(1, 4)),
     )
     kwargs = dict(
         features=n,

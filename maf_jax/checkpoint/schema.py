@@ -93,7 +93,7 @@ def describe(model) -> dict:
         param_dtype=jnp.dtype(flow.param_dtype).name,
         standardized=isinstance(model, Standardized),
         precision={v: k for k, v in PRECISIONS.items()}[first.precision],
-        inverse=dict(name=inverter.name, **_options(dataclasses.asdict(inverter))),
+        inverse=dict(name=inverter.name, **dataclasses.asdict(inverter)),
         unroll=flow.unroll,
         derivative=first.derivative,
         univariate=univariate,
@@ -179,20 +179,10 @@ def check(config) -> dict:
     if not set(inverse) - {"name"} <= fields:
         raise ConfigError(f"inverse {name!r} takes options {sorted(fields)}, got {inverse!r}")
     try:
-        INVERSES[name](**_options(inverse))
+        INVERSES[name](**{k: v for k, v in inverse.items() if k != "name"})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"inverse: {error}") from None
     return config
-
-
-# Options that no longer have an effect: files that hold them still load, silently
-# (a user passing one to the constructor is warned).
-DEPRECATED_OPTIONS = ("groups",)
-
-
-def _options(inverse: dict) -> dict:
-    """An inverse's constructor options: its configuration less name and deprecations."""
-    return {k: v for k, v in inverse.items() if k != "name" and k not in DEPRECATED_OPTIONS}
 
 
 def _check_degrees(config: dict) -> None:
@@ -312,7 +302,7 @@ def size(config: dict) -> int:
 
 def build(config: dict):
     """Builds an untrained model with the structure that a checked ``config`` describes."""
-    options = _options(config["inverse"])
+    options = {k: v for k, v in config["inverse"].items() if k != "name"}
     settings = dict(
         transforms=config["transforms"],
         hidden_features=tuple(config["hidden_features"]),

@@ -9,10 +9,10 @@ of each buffer instead of the whole, and most of the arithmetic runs as wide mat
 products.
 
 Blocks of one shape form a group, run by one ``lax.scan`` over its blocks, so that
-the compiled program does not grow with the number of steps. A block's wide product
-reads its inputs in chunks of ``Layer.chunk``, as many as hold inputs final before
-it: one product of one size in the program, and about half the arithmetic of reading
-every input.
+the compiled program does not grow with the number of steps. The regular blocks form
+one group in a few parts: a block's wide product reads the inputs that may be final
+before any block of its part, so more parts waste less arithmetic, and each adds one
+product per layer to the program (a ``lax.switch`` picks it), not a scan body.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Layer:
         inside: Inputs ``[inside[b, 0], inside[b, 1])`` become final within block
             ``b``, shape ``(blocks, 2)``.
         starts: First unit of the window at each step, shape ``(blocks, k)``.
+        befores: Inputs ``[0, befores[p])`` may be final before a block of part
+            ``p``: the size of that part's wide product.
     """
 
     width: int
@@ -48,16 +50,12 @@ class Layer:
     lo: np.ndarray
     inside: np.ndarray
     starts: np.ndarray
+    befores: tuple[int, ...]
 
     @property
     def grows(self) -> bool:
         """Whether some block makes inputs final within it."""
         return bool((self.inside[:, 1] > self.inside[:, 0]).any())
-
-    @property
-    def chunk(self) -> int:
-        """Inputs of a chunk of the wide products: the most a block makes final."""
-        return max(1, int((self.inside[:, 1] - self.inside[:, 0]).max()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +71,8 @@ class Group:
         output: The output layer's work; its units are the ``block * total``
             outputs of the features of each step.
         feature_starts: First feature of rank ``s`` at each step, ``(blocks, k)``.
+        parts: The part of each block, ``(blocks,)``: consecutive blocks, of one
+            size of wide product per part.
     """
 
     steps: np.ndarray
@@ -80,6 +80,7 @@ class Group:
     layers: tuple[Layer, ...]
     output: Layer
     feature_starts: np.ndarray
+    parts: np.ndarray
 
     @property
     def works(self) -> tuple[Layer, ...]:
@@ -105,16 +106,22 @@ def _window_starts(degree: np.ndarray, steps: np.ndarray, width: int) -> np.ndar
     return np.clip(start, 0, len(degree) - width).astype(np.int32)
 
 
-def _layer(starts: np.ndarray, width: int, units: int, inside: np.ndarray) -> Layer:
+def _layer(
+    starts: np.ndarray, width: int, units: int, inside: np.ndarray, parts: np.ndarray
+) -> Layer:
     """A layer's spans: from the first window of each block to the last."""
     lo = starts.min(axis=1)
     span = int((starts.max(axis=1) + width - lo).max())
     lo = np.minimum(lo, units - span).astype(np.int32)
-    return Layer(width, span, lo, inside.astype(np.int32), starts)
+    befores = tuple(int(inside[parts == p, 0].max()) for p in range(parts.max() + 1))
+    return Layer(width, span, lo, inside.astype(np.int32), starts, befores)
 
 
-def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
+def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool, parts: int = 1) -> Group:
     block, total, features = layout.block, layout.total, layout.features
+    part = np.concatenate(
+        [np.full(len(a), p) for p, a in enumerate(np.array_split(steps, parts))]
+    ).astype(np.int32)
     a, b = steps[:, 0], steps[:, -1] + 1
     # inputs of the first layer are features: rank r is final after step r
     before, inside = np.minimum(features, a * block), np.minimum(features, (b - 1) * block)
@@ -124,7 +131,7 @@ def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
         width = max(1, int(counts.max()))
         starts = _window_starts(degree, steps, width)
         final = np.stack([before, np.maximum(before, inside)], 1)
-        layers.append(_layer(starts, width, len(degree), final))
+        layers.append(_layer(starts, width, len(degree), final, part))
         # next layer's inputs: units of degree d are final after step d + 1
         before = np.searchsorted(degree, a - 2, side="right")
         inside = np.searchsorted(degree, b - 2, side="right")
@@ -134,32 +141,36 @@ def _group(layout: MadeLayout, steps: np.ndarray, hidden: bool) -> Group:
         block * total,
         features * total,
         np.stack([before, np.maximum(before, inside)], 1),
+        part,
     )
-    return Group(steps, hidden, tuple(layers), output, feature_starts)
+    return Group(steps, hidden, tuple(layers), output, feature_starts, part)
 
 
 @functools.lru_cache(maxsize=256)
-def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Group, ...]:
+def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> tuple[Group, ...]:
     """Groups the steps of the inverse into blocks, and blocks into groups.
 
     Where every layer's lowest degree holds as many units as its other degrees, one
-    group of ``blocks`` blocks of equal length over all steps: one step in the
-    compiled program. Otherwise the lowest degree holds the remainder units, and a
-    window that wide at every step would recompute units already final at each
-    (at 64 features, hidden 128: 4 units against 2): the steps before the first
-    hidden unit and the step of the lowest degree are groups of their own, then the
-    blocks over the regular steps.
+    group of ``blocks`` blocks of equal length over all steps, in ``groups`` parts:
+    one step in the compiled program. Otherwise the lowest degree holds the
+    remainder units, and a window that wide at every step would cost its width in
+    arithmetic (at 64 features, hidden 128: 4 units against 2, sampling about 15%
+    slower): the steps before the first hidden unit and the step of the lowest
+    degree are groups of their own, then the blocks over the regular steps.
 
     Args:
         layout: The MADE structure.
         blocks: Number of regular blocks; by default blocks of about 8 steps, at
             most 8: the steps' arithmetic shrinks with more blocks, while each
-            block adds a product per layer and chunk to run
-            (benchmarks/inverse_sweep.py).
+            block adds a product per layer to run and, with a part of its own,
+            to compile (benchmarks/inverse_sweep.py).
+        groups: Most parts of the regular blocks. A block's wide product reads
+            every input final before the last block of its part: more parts waste
+            less arithmetic, and each adds one product per layer to the program.
     """
     steps = np.arange(layout.steps)
     if not layout.hidden_features:
-        return (_blocks(layout, steps, blocks),)
+        return (_blocks(layout, steps, blocks, groups),)
     lowest = int(layout.hidden_degrees[0][0])
     head, peeled, rest = (
         steps[: lowest + 1],
@@ -169,13 +180,13 @@ def schedule(layout: MadeLayout, blocks: int | None = None) -> tuple[Group, ...]
     if rest.size and _uniform(layout):
         # one group: the head's windows hold the lowest degree's units, not final
         # yet, which the step of the lowest degree recomputes in the same block
-        whole = _blocks(layout, steps, blocks)
+        whole = _blocks(layout, steps, blocks, groups)
         if whole.steps.shape[1] > head.size:
             return (whole,)
     out = [_group(layout, head[None], False)] if head.size else []
     out += [_group(layout, peeled[None], True)] if peeled.size else []
     if rest.size:
-        out.append(_blocks(layout, rest, blocks))
+        out.append(_blocks(layout, rest, blocks, groups))
     return tuple(out)
 
 
@@ -188,14 +199,14 @@ def _uniform(layout: MadeLayout) -> bool:
     return True
 
 
-def _blocks(layout: MadeLayout, steps: np.ndarray, blocks: int | None) -> Group:
+def _blocks(layout: MadeLayout, steps: np.ndarray, blocks: int | None, groups: int) -> Group:
     """``steps`` in blocks of equal length, the last step repeated to fill the last."""
     count = min(blocks or min(MOST, -(-steps.size // STEPS)), steps.size)
     k = -(-steps.size // count)
     count = -(-steps.size // k)  # no block made only of repeats
     padded = np.concatenate([steps, np.full(count * k - steps.size, steps[-1])])
     regular = padded.reshape(count, k)
-    return _group(layout, regular, bool(layout.hidden_features))
+    return _group(layout, regular, bool(layout.hidden_features), min(groups, count))
 
 
 @functools.lru_cache(maxsize=256)

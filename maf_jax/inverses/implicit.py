@@ -142,7 +142,7 @@ def _linearised(t, xs: jax.Array):
     return (y, ladj.sum(-1)), (slopes, d, d_phi)
 
 
-def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None):
+def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None, groups: int = 1):
     """``u = J^{-T} a``, ``J = dT/dx`` at ``x``, by one incremental sweep.
 
     Args:
@@ -150,15 +150,17 @@ def transposed_solve(t, x: jax.Array, a: jax.Array, blocks: int | None = None):
         x: Data ``(n, features)``.
         a: The cotangent to solve for, ``(n, features)``.
         blocks: Blocks of the schedule, as for ``Incremental``.
+        groups: Most groups of blocks; one by default, the smallest program
+            (``benchmarks/vi.py`` compiles the gradient with it).
 
     Returns:
         ``u`` of shape ``(n, features)``.
     """
     slopes, d, d_phi = _linearised(t, t._sort(x))[1]
-    return t._unsort(_sorted_solve(t, t._sort(a), slopes, d, d_phi, blocks))
+    return t._unsort(_sorted_solve(t, t._sort(a), slopes, d, d_phi, blocks, groups))
 
 
-def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None):
+def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None, groups: int = 1):
     """``transposed_solve`` in the sorted space, given ``_linearised``'s derivatives."""
     layout, n = t.layout, a.shape[0]
     features, total, block, steps = layout.features, layout.total, layout.block, layout.steps
@@ -212,7 +214,7 @@ def _sorted_solve(t, a, slopes, d, d_phi, blocks: int | None = None):
     )
     problem = _Problem(plan_layout, _Residual, ((),), None, t.precision)
     net = Network(tuple(hidden), output, tuple(factors))
-    du, _ = solve(problem, net, reverse(a, 1).T, schedule(plan_layout, blocks))
+    du, _ = solve(problem, net, reverse(a, 1).T, schedule(plan_layout, blocks, groups))
     return jnp.flip(du[:, pad:], 1) / d
 
 

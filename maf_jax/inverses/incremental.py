@@ -9,8 +9,8 @@ the contributions of every input that is final; each step then adds only those o
 the inputs made final within the block, reading the block's spans of units, kept in
 small local buffers. Buffers are unit-major, ``(units, rows)``, so that windows and
 spans are contiguous rows. The regular blocks run in one ``lax.scan`` whatever their
-number; a block's wide products loop over chunks of inputs, as many as hold inputs
-final before the block.
+number; the size of their wide products changes with the part of the group they are
+in (``lax.switch``).
 
 References:
     Papamakarios et al., Masked Autoregressive Flow for Density Estimation, 2017,
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -80,12 +79,14 @@ class Offsets(NamedTuple):
         starts: First unit of each step's window in the layer's span (from ``lo``),
             ``(k,)``, hidden layers only.
         feature_starts: First feature of each step's rank, ``(k,)``.
+        part: The part of the group the block is in (``Group.parts``).
     """
 
     lo: tuple[Any, ...]
     inside: tuple[Any, ...]
     starts: tuple[Any, ...]
     feature_starts: Any
+    part: Any
 
 
 class Block(NamedTuple):
@@ -111,7 +112,9 @@ class Block(NamedTuple):
     y: jax.Array
 
 
-def incremental_inverse(t, y: jax.Array, chunk: int | None = None, blocks: int | None = None):
+def incremental_inverse(
+    t, y: jax.Array, chunk: int | None = None, blocks: int | None = None, groups: int = 4
+):
     """Exact inverse at the cost of one network pass, over ``steps`` scan steps.
 
     Args:
@@ -121,6 +124,7 @@ def incremental_inverse(t, y: jax.Array, chunk: int | None = None, blocks: int |
             the buffers, ``(hidden, chunk)`` per layer; ``None`` for all at once.
         blocks: Blocks of regular steps; ``None`` for blocks of about 8 steps, at
             most 8.
+        groups: Most sizes of the regular blocks' wide products (``schedule``).
 
     Returns:
         ``x`` of shape ``(*, features)`` and ``log|det dx/dy|`` of shape ``(*)``.
@@ -128,14 +132,14 @@ def incremental_inverse(t, y: jax.Array, chunk: int | None = None, blocks: int |
     y, context, lead = t._flat(t._check(y, "y"), sort=True)
     features = t.layout.features
     layout, indices = with_null_units(t.layout)
-    plan = schedule(layout, blocks)
+    plan = schedule(layout, blocks, groups)
     (kernel, bias), *rest = _with_null_units(t.weights, indices)
     rest = tuple((w.T, b) for w, b in rest)
     first = kernel[:features].T
 
     def solve_rows(y, bias):
         *hidden, output = ((first, bias.T), *rest)
-        return solve(t, Network(tuple(hidden), output), y.T, plan, reverse=_reverse(t))
+        return solve(t, Network(tuple(hidden), output), y.T, plan)
 
     if context is None:
         x, ladj = _in_chunks(functools.partial(solve_rows, bias=bias), chunk, y)
@@ -175,30 +179,25 @@ class Incremental:
             (``benchmarks/inverse_sweep.py``).
         blocks: Blocks of regular steps (``None``: blocks of about 8 steps, at
             most 8).
-        groups: Deprecated, without effect (warns): the sizes of the blocks'
-            wide products, which now read as many chunks of inputs as each needs.
+        groups: Most parts of the regular blocks, each with wide products of
+            its own size: more waste less arithmetic, and each adds a product
+            per layer to the program.
     """
 
     chunk: int | None = None
     blocks: int | None = None
-    groups: int | None = None
+    groups: int = 4
     name: ClassVar[str] = "incremental"
 
     def __post_init__(self):
-        for field in ("chunk", "blocks", "groups"):
+        for field in ("chunk", "blocks"):
             if getattr(self, field) is not None:
                 positive_int(getattr(self, field), field)
-        if self.groups is not None:
-            warnings.warn(
-                "Incremental(groups=) is deprecated and has no effect: the wide products "
-                "of each block read as many chunks of inputs as it needs",
-                DeprecationWarning,
-                stacklevel=3,
-            )
+        positive_int(self.groups, "groups")
 
     def __call__(self, t, y: jax.Array):
         """Returns ``x`` and ``log|det dx/dy|`` of ``t`` at ``y``."""
-        return incremental_inverse(t, y, self.chunk, self.blocks)
+        return incremental_inverse(t, y, self.chunk, self.blocks, self.groups)
 
 
 def _in_chunks(fn: Callable, chunk: int | None, *rows: jax.Array):
@@ -213,64 +212,32 @@ def _in_chunks(fn: Callable, chunk: int | None, *rows: jax.Array):
     return jax.tree.map(lambda a: a.reshape(count * chunk, -1)[:n], out)
 
 
-def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...], reverse: bool = False):
+def solve(t, net: Network, y: jax.Array, plan: tuple[Group, ...]):
     """The inverse of unit-major noise ``y`` ``(features, n)``, group after group.
 
     ``t`` holds the static parts of the problem: ``layout`` (``block``, ``total``,
     ``wiring``), ``univariate``, ``shapes``, ``activation`` and ``precision``.
-    With ``reverse``, the wide products' loops run to a static count, so that
-    reverse-mode differentiation can go through them (a little more to compile).
 
     Returns ``x`` and ``log|dx/dy|`` elementwise, each ``(n, features)``.
     """
-    features, n = y.shape
-    dtype = jnp.result_type(y, net.output[0])
-    # Buffers padded with zero rows (weights with zero columns) to whole chunks of
-    # every group's wide products, so that no chunk is cut short.
-    chunks = _chunks(plan, len(net.hidden) + 1)
-    sizes = [features, *(w.shape[0] for w, _ in net.hidden)]
-    padded = [size + -size % c for size, c in zip(sizes, chunks)]
-    layers = [
-        (jnp.pad(w, ((0, 0), (0, p - w.shape[1]))), b)
-        for (w, b), p in zip((*net.hidden, net.output), padded, strict=True)
-    ]
-    net = net._replace(hidden=tuple(layers[:-1]), output=layers[-1])
-    x, *units = (jnp.zeros((p, n), dtype) for p in padded)
-    carry = Carry(x, jnp.zeros(y.shape, dtype), tuple(units))
+    n, dtype = y.shape[1], jnp.result_type(y, net.output[0])
+    units = tuple(jnp.zeros((w.shape[0], n), dtype) for w, _ in net.hidden)
+    carry = Carry(jnp.zeros(y.shape, dtype), jnp.zeros(y.shape, dtype), units)
     for group in plan:
         offsets = Offsets(
             tuple(w.lo for w in group.works),
             tuple(w.inside for w in group.works),
             tuple(w.starts - w.lo[:, None] for w in group.works[:-1]),
             group.feature_starts,
+            group.parts,
         )
-        run = functools.partial(_block, t, net, group, y, reverse)
+        run = functools.partial(_block, t, net, group, y)
         if len(group.steps) == 1:  # one block: its offsets are constants
             carry = run(carry, jax.tree.map(lambda a: a[0], offsets))
         else:
             offsets = jax.tree.map(jnp.asarray, offsets)
             carry = jax.lax.scan(lambda c, o, run=run: (run(c, o), None), carry, offsets)[0]
-    return carry.x[:features].T, carry.ladj.T
-
-
-def _chunks(plan: tuple[Group, ...], buffers: int) -> list[int]:
-    """Per buffer (the features, then each hidden layer), a multiple of every chunk read."""
-    chunks = [1] * buffers
-    for group in plan:
-        if len(group.steps) > 1:
-            for k, work in zip(_reads(group, buffers), group.works):
-                chunks[k] = math.lcm(chunks[k], work.chunk)
-    return chunks
-
-
-def _reads(group: Group, buffers: int) -> range:
-    """The buffer each layer of ``group.works`` reads: the one below it."""
-    return range(buffers) if group.hidden else range(buffers - 1, buffers)
-
-
-def _reverse(t) -> bool:
-    """Whether ``t``'s inverse is differentiated through its operations."""
-    return getattr(t, "derivative", None) == "autodiff"
+    return carry.x.T, carry.ladj.T
 
 
 # Offsets are never negative, and JAX's wrap of negative ones costs a compare and a
@@ -283,36 +250,18 @@ def _update(a: jax.Array, rows: jax.Array, start) -> jax.Array:
     return jax.lax.dynamic_update_slice_in_dim(a, rows, start, 0, allow_negative_indices=False)
 
 
-def _outer(t, weights: Pair, below: jax.Array, lo, work: Layer, final, reverse: bool):
+def _outer(t, weights: Pair, below: jax.Array, lo, work: Layer, before: int) -> jax.Array:
     """Pre-activations of the span from its inputs final before the block.
 
-    Inputs ``[0, final)`` are final. A constant ``final`` (a group of one block) is
-    one product; otherwise the product runs over chunks of ``work.chunk`` inputs,
-    as many as hold final ones: the last may hold inputs not final yet, zeros in
-    ``below``, which add nothing. A loop to a traced count is a ``while`` that
-    reverse mode cannot differentiate: with ``reverse``, it runs to the group's
-    most chunks and skips the rest (``lax.cond``).
+    Inputs ``[0, before)`` may be final, the others are not; those not final yet
+    are zeros in ``below``, so the product counts exactly the final ones whatever
+    the block of the part.
     """
     w, b = (_rows(a, lo, work.span) for a in weights)
-    pre = jnp.broadcast_to(b[:, None] if b.ndim == 1 else b, (work.span, below.shape[1]))
-    pre = pre.astype(jnp.result_type(pre, below))
-    if isinstance(final, int):
-        if final == 0:
-            return pre
-        return pre + matmul(w[:, :final], below[:final], t.precision)
-    size = work.chunk
-
-    def add(j, acc):
-        start = j * size
-        return acc + matmul(_rows(w, start, size, axis=1), _rows(below, start, size), t.precision)
-
-    count = jax.lax.div(final + (size - 1), np.int32(size))  # chunks holding final inputs
-    if not reverse:
-        return jax.lax.fori_loop(0, count, add, pre)
-    most = -(-int(work.inside[:, 0].max()) // size)
-    return jax.lax.fori_loop(
-        0, most, lambda j, acc: jax.lax.cond(j < count, add, lambda _, a: a, j, acc), pre
-    )
+    pre = b[:, None] if b.ndim == 1 else b
+    if before > 0:
+        pre = pre + matmul(w[:, :before], below[:before], t.precision)
+    return jnp.broadcast_to(pre, (work.span, below.shape[1]))
 
 
 def _inner(w: jax.Array, lo, work: Layer, below_lo, below_span: int, inside) -> jax.Array:
@@ -348,9 +297,7 @@ def _parameters(t, phi: jax.Array) -> list[jax.Array]:
     return out
 
 
-def _block(
-    t, net: Network, group: Group, y: jax.Array, reverse: bool, carry: Carry, offsets: Offsets
-) -> Carry:
+def _block(t, net: Network, group: Group, y: jax.Array, carry: Carry, offsets: Offsets) -> Carry:
     """One block of ``group``: the wide products, then its steps on local buffers."""
     *works, output = group.works
     total = t.layout.total
@@ -360,11 +307,16 @@ def _block(
     belows = [carry.x, *carry.units[: len(works)]] if works else [(carry.x, *carry.units)[-1]]
     below_spans = [(feature_lo, feature_span), *((lo, w.span) for lo, w in zip(offsets.lo, works))]
 
-    finals = [inside[0] if len(group.steps) > 1 else int(inside[0]) for inside in offsets.inside]
-    outer = [
-        _outer(t, *args, reverse)
-        for args in zip(weights, belows, offsets.lo, group.works, finals, strict=True)
-    ]
+    def products(befores):
+        args = zip(weights, belows, offsets.lo, group.works, befores, strict=True)
+        return [_outer(t, *a) for a in args]
+
+    # the part's products, one size per layer; lax.switch picks them
+    parts = list(zip(*(work.befores for work in group.works)))
+    if len(set(parts)) == 1:
+        outer = products(parts[0])
+    else:
+        outer = jax.lax.switch(offsets.part, [functools.partial(products, p) for p in parts])
     inner = [
         _inner(w, lo, work, *below, inside) if work.grows else None
         for (w, _), lo, work, below, inside in zip(

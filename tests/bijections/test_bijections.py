@@ -59,27 +59,26 @@ def test_bijection(name, x):
 
 
 @pytest.mark.parametrize(
-    "features,kwargs,blocks",
+    "features,kwargs,blocks,groups",
     [
-        (24, dict(hidden_features=(50, 31)), 5),  # 2 and 3 blocks per scan
-        (24, dict(hidden_features=(50, 31)), 3),  # padded: 22 steps in 3 blocks
-        (13, dict(hidden_features=(9,), context=CONTEXT, activation=jax.nn.elu), 4),
-        (24, dict(hidden_features=(40, 40), passes=8, context=CONTEXT), 2),
-        (24, dict(hidden_features=(), passes=12), 4),
-        (24, dict(hidden_features=(40, 40, 31), residual=True, context=CONTEXT), 5),
+        (24, dict(hidden_features=(50, 31)), 5, 2),  # 2 and 3 blocks per scan
+        (24, dict(hidden_features=(50, 31)), 3, 1),  # padded: 22 steps in 3 blocks
+        (13, dict(hidden_features=(9,), context=CONTEXT, activation=jax.nn.elu), 4, 1),
+        (24, dict(hidden_features=(40, 40), passes=8, context=CONTEXT), 2, 1),
+        (24, dict(hidden_features=(), passes=12), 4, 2),
+        (24, dict(hidden_features=(40, 40, 31), residual=True, context=CONTEXT), 5, 2),
     ],
 )
-def test_incremental_inverse_with_scanned_blocks(features, kwargs, blocks):
-    """Groups of several blocks run one scan with offsets as data, their wide
-    products a loop over chunks of inputs (the table above is too small to form
-    them)."""
+def test_incremental_inverse_with_scanned_blocks(features, kwargs, blocks, groups):
+    """Groups of several blocks run one scan with offsets as data (the table above
+    is too small to form them)."""
     context = kwargs.get("context", 0)
     c = jax.random.normal(jax.random.key(7), (context,)) if context else None
     bijection = scramble(MaskedAutoregressiveTransform(features, **kwargs, rngs=nnx.Rngs(3)))(c)
     x = jax.random.normal(jax.random.key(1), (6, features))
     y = bijection.forward(x)
-    fast, fast_ladj = jax.jit(incremental_inverse, static_argnums=(2, 3))(
-        bijection, y, None, blocks
+    fast, fast_ladj = jax.jit(incremental_inverse, static_argnums=(2, 3, 4))(
+        bijection, y, None, blocks, groups
     )
     full, full_ladj = jax.jit(full_pass_inverse)(bijection, y)
     # float32 rounding, amplified along 24 sequential steps; float64_checks.py
@@ -136,7 +135,7 @@ def test_the_inverse_option_picks_the_inverse(monkeypatch, inverse, expected):
     np.testing.assert_allclose(ladj, -forward_ladj, atol=1e-4)
 
 
-@pytest.mark.parametrize("option,value", [("chunk", 4), ("blocks", 2)])
+@pytest.mark.parametrize("option,value", [("chunk", 4), ("blocks", 2), ("groups", 1)])
 def test_incremental_options_reach_the_program(option, value):
     """``Incremental(option=value)`` traces what the function's argument does."""
 

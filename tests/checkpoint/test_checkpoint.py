@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import warnings
 import zipfile
 
 import jax
@@ -99,7 +98,7 @@ def test_nsf_round_trip(tmp_path):
     "settings",
     [
         dict(precision="default", inverse="full_pass", unroll=0, derivative="autodiff"),
-        dict(precision="high", inverse=Incremental(chunk=3, blocks=2), unroll=4),
+        dict(precision="high", inverse=Incremental(chunk=3, blocks=2, groups=1), unroll=4),
     ],
 )
 def test_settings_that_change_the_arithmetic_are_restored(tmp_path, settings):
@@ -148,22 +147,6 @@ def test_checkpoints_without_settings_load_with_the_defaults(tmp_path):
     )
     x = jnp.ones((3, 2))
     np.testing.assert_array_equal(loaded().log_prob(x), flow().log_prob(x))
-
-
-def test_files_with_the_deprecated_groups_option_load_silently(tmp_path):
-    flow = MAF(2, transforms=2, inverse=Incremental(blocks=2), rngs=nnx.Rngs(3))
-    path = checkpoint.save(tmp_path / "f.npz", flow)
-    config = json.loads(np.load(path)["__config__"].tobytes())
-    assert config["inverse"] == {"name": "incremental", "chunk": None, "blocks": 2}
-
-    def older(arrays):  # written before the option lost its effect
-        set_config(arrays, inverse={"name": "incremental", "chunk": None, "blocks": 2, "groups": 4})
-
-    rewrite(path, tmp_path / "old.npz", older)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        loaded = checkpoint.load(tmp_path / "old.npz")
-    assert loaded.transforms.unstack()[0].inverter == Incremental(blocks=2)
 
 
 @pytest.mark.parametrize("spline", [False, True])

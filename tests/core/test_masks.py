@@ -130,20 +130,22 @@ TOP_WIDER = (0,) * 4 + tuple(d for d in range(1, 7) for _ in range(2)) + (7,) * 
 
 
 @pytest.mark.parametrize(
-    "features,context,passes,hidden,blocks,degrees",
+    "features,context,passes,hidden,blocks,groups,degrees",
     [
-        (10, 2, 10, (23, 17), None, None),
-        (64, 0, 64, (128, 128), None, None),
-        (64, 0, 64, (128, 128), 7, None),  # blocks of 9 steps, the last one padded
-        (40, 0, 40, (8,), 5, None),
-        (7, 0, 3, (5, 6), None, None),
-        (9, 1, 9, (), 3, None),
-        (9, 0, 9, (len(TOP_WIDER),), 3, (TOP_WIDER,)),
+        (10, 2, 10, (23, 17), None, 4, None),
+        (64, 0, 64, (128, 128), None, 4, None),
+        (64, 0, 64, (128, 128), 7, 2, None),  # blocks of 9 steps, the last one padded
+        (40, 0, 40, (8,), 5, 1, None),
+        (7, 0, 3, (5, 6), None, 4, None),
+        (9, 1, 9, (), 3, 2, None),
+        (9, 0, 9, (len(TOP_WIDER),), 3, 1, (TOP_WIDER,)),
     ],
 )
-def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, blocks, degrees):
+def test_schedule_covers_every_step_and_unit(
+    features, context, passes, hidden, blocks, groups, degrees
+):
     layout = MadeLayout(features, context, passes, hidden, 2, degrees=degrees)
-    plan = schedule(layout, blocks)
+    plan = schedule(layout, blocks, groups)
     assert len(plan) <= 3  # head, peeled step, then one group of the regular blocks
     steps = np.concatenate([g.steps.ravel() for g in plan])
     # each step once, in order; the last one repeated to fill the last block
@@ -157,8 +159,8 @@ def test_schedule_covers_every_step_and_unit(features, context, passes, hidden, 
             for b in range(len(g.steps)):
                 lo, (first, last) = work.lo[b], work.inside[b]
                 assert first <= last
-                # a chunk of the wide products holds what any block makes final
-                assert work.chunk >= max(last - first, 1)
+                # the part's wide product reads every input final before the block
+                assert work.befores[g.parts[b]] >= first
                 for step, start in zip(g.steps[b], work.starts[b]):
                     window = np.arange(start, start + work.width)
                     assert lo <= start and start + work.width <= lo + work.span
@@ -188,14 +190,18 @@ def test_groups_do_not_grow_with_features(features, groups):
     assert len(plan[-1].steps) == 8  # blocks at most 8
 
 
-def test_chunks_are_what_a_block_makes_final():
-    """At 64 features, hidden (128, 128), the regular blocks are steps 2-9, 10-17,
-    ...: a block of 8 steps makes final the features of its first 7 (the last
-    one's feature is read by no step of the block) and the units of 8 degrees, 2
-    each, in either hidden layer (read by the next layer and the outputs)."""
-    regular = schedule(MadeLayout(64, 0, 64, (128, 128), 2), 8)[-1]
-    np.testing.assert_array_equal(regular.steps[:, 0], 2 + 8 * np.arange(8))
-    assert [work.chunk for work in regular.works] == [7, 16, 16]
+@pytest.mark.parametrize("groups,exact", [(8, True), (2, False)])
+def test_parts_size_each_blocks_product(groups, exact):
+    """One part per block reads exactly the inputs final before it; fewer parts
+    read those before their last block."""
+    layout = MadeLayout(64, 0, 64, (128, 128), 2)
+    regular = schedule(layout, 8, groups)[-1]
+    np.testing.assert_array_equal(regular.parts, np.arange(8) // (8 // min(groups, 8)))
+    for work in regular.works:
+        before = work.inside[:, 0]
+        sizes = np.asarray(work.befores)[regular.parts]
+        assert (sizes >= before).all()
+        assert (sizes == before).all() == exact
 
 
 def test_uniform_degrees_give_uniform_windows():

@@ -18,7 +18,7 @@ TRANSFORMS = {name: kwargs for name, (kind, kwargs) in CONFIGS.items() if kind =
 TRANSFORMS |= {
     "uneven_ranks": dict(passes=2, context=CONTEXT),  # 5 features in ranks of 3 and 2
     "full_pass_inverter": dict(inverse=FullPass(), context=CONTEXT),
-    "scanned_blocks": dict(inverse=Incremental(blocks=3), hidden_features=(30, 17)),
+    "scanned_blocks": dict(inverse=Incremental(blocks=3, groups=2), hidden_features=(30, 17)),
 }
 FEATURES = {"scanned_blocks": 13}
 
@@ -127,6 +127,6 @@ def test_the_transposed_sweep_solves_against_the_dense_jacobian(hidden, features
     rows = b if c is None else dataclasses.replace(b, context=jnp.broadcast_to(c, (3, context)))
     jacobian = jax.jit(lambda b, x: jax.vmap(jax.jacfwd(b.forward))(x))(b, x)
     want = jnp.linalg.solve(jnp.swapaxes(jacobian, 1, 2), a[..., None])[..., 0]
-    for blocks in (None, 2, 6):
-        u = jax.jit(transposed_solve, static_argnums=3)(rows, x, a, blocks)
+    for blocks, groups in [(None, 1), (None, 4), (2, 1), (6, 2)]:
+        u = jax.jit(transposed_solve, static_argnums=(3, 4))(rows, x, a, blocks, groups)
         np.testing.assert_allclose(u, want, rtol=2e-4, atol=2e-4 * float(jnp.abs(want).max()))

@@ -42,9 +42,8 @@ def test_incremental_inverse_equals_the_full_pass(s):
         (20, (8, 8), Incremental(), 1),  # one unit per degree at most
         # Blocks of one step: the first step's windows, which hold units not final
         # yet, would end the first block as they are, and the next block's product
-        # (whose last chunk reads past the inputs final before it) would read them:
-        # three groups.
-        (4, (6,), Incremental(blocks=4), 3),
+        # (its part's, as wide as a later block's) would read them: three groups.
+        (4, (6,), Incremental(blocks=4, groups=1), 3),
     ],
 )
 def test_one_group_over_all_steps(features, hidden, inverse, groups):
@@ -52,7 +51,7 @@ def test_one_group_over_all_steps(features, hidden, inverse, groups):
         features=features, hidden_features=hidden, inverse=inverse, rngs=nnx.Rngs(0)
     )
     layout = with_null_units(t.layout)[0]
-    assert len(schedule(layout, inverse.blocks)) == groups
+    assert len(schedule(layout, inverse.blocks, inverse.groups)) == groups
     bijection = scramble(t, seed=0)()
     y = jax.random.normal(jax.random.key(1), (7, features))
     (x, ladj), (x_full, ladj_full) = both_inverses(bijection, y)
@@ -62,8 +61,7 @@ def test_one_group_over_all_steps(features, hidden, inverse, groups):
 
 def test_reverse_mode_through_the_inverse_equals_the_implicit_derivative():
     """The deprecated ``derivative="autodiff"`` differentiates through the inverse's
-    operations: its wide products then loop to a static count (reverse mode cannot
-    go through a loop to a traced one)."""
+    operations, the scan over blocks and the parts' ``lax.switch`` included."""
     kwargs = dict(features=24, hidden_features=(50, 31), inverse=Incremental(blocks=5))
     with pytest.warns(DeprecationWarning, match="autodiff"):
         through = MaskedAutoregressiveTransform(**kwargs, derivative="autodiff", rngs=nnx.Rngs(3))
@@ -83,19 +81,8 @@ def test_reverse_mode_through_the_inverse_equals_the_implicit_derivative():
     np.testing.assert_allclose(gy, want_gy, rtol=1e-3, atol=1e-4)
     # the kernels' entries that the masks zero get no gradient through the inverse's
     # slices; the mask's product, which the parameters go through, zeroes them too
-    masks = [*(np.asarray(m) for m in implicit.layout.masks)]
+    masks = [np.asarray(m) for m in implicit.layout.masks]
     for (w, b), (want_w, want_b), mask in zip(weights, want_weights, masks, strict=True):
         np.testing.assert_allclose(w * mask, want_w * mask, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(b, want_b, rtol=1e-3, atol=1e-4)
     assert float(jnp.abs(gy).max()) > 0.1  # not zero by accident
-
-
-def test_groups_is_deprecated_and_changes_nothing():
-    with pytest.warns(DeprecationWarning, match="groups"):
-        inverse = Incremental(groups=2)
-    t = MaskedAutoregressiveTransform(24, hidden_features=(50, 31), rngs=nnx.Rngs(3))()
-
-    def program(inverse):
-        return str(jax.make_jaxpr(inverse)(t, jnp.zeros((10, 24))))
-
-    assert program(inverse) == program(Incremental())

@@ -16,7 +16,7 @@ FEATURES, CONTEXT, CONTEXTS, SAMPLES = 5, 2, 3, 4
 CONFIGS = {
     "default": dict(),
     "coupling": dict(passes=2),
-    "chunked_scanned_blocks": dict(inverse=Incremental(chunk=5, blocks=2)),
+    "chunked_scanned_blocks": dict(inverse=Incremental(chunk=5, blocks=2, groups=1)),
     "full_pass": dict(inverse="full_pass"),
     "autodiff_derivative": dict(derivative="autodiff"),
 }
