@@ -154,7 +154,7 @@ def median_over(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def report(steps: dict, fits: dict) -> str:
+def report(steps: dict, fits: dict) -> list[str]:
     lines = []
     if steps:
         lines += [
@@ -182,7 +182,7 @@ def report(steps: dict, fits: dict) -> str:
         for lib, r in fits.items():
             ratio = fits["flowjax"]["fit_s"] / r["fit_s"] if "flowjax" in fits else float("nan")
             lines.append(f"| {lib} | {r['fit_s']:.2f} | {r['final_val_nll']:.3f} | {ratio:.2f}x |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -227,9 +227,7 @@ def main() -> None:
         print("fit", json.dumps(fits), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "small_flows.json").write_text(json.dumps({"steps": steps, "fits": fits}, indent=1))
-    text = report(steps, fits)
-    (args.out / "small_flows.md").write_text(text)
-    print(text)
+    speed.write_report(args.out, "small_flows.md", report(steps, fits))
 
 
 if __name__ == "__main__":

@@ -466,10 +466,8 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
     name = "-".join(["speed", *[args.flow] * (args.flow != "maf"), *["residual"] * args.residual])
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
-    report = f"{table(results)}\n\n{ratios(results)}\n"
-    (args.out / f"{name}.md").write_text(report)
     plot(results, args.out / f"{name}.png")
-    print(report)
+    write_report(args.out, f"{name}.md", table(results), ratios(results))
 
 
 if __name__ == "__main__":
