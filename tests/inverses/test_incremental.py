@@ -59,6 +59,27 @@ def test_one_group_over_all_steps(features, hidden, inverse, groups):
     np.testing.assert_allclose(ladj, ladj_full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "features,hidden,times",
+    [
+        (32, (128, 128), 3),  # degree 0 fills 2 windows in each layer
+        (64, (131, 64), 5),  # 4 windows (width 2), then 2 (width 1)
+    ],
+)
+def test_the_lowest_step_repeated_equals_the_full_pass(features, hidden, times):
+    """Where the lowest degree holds more units than the others, its step comes again
+    for each more window of them, every layer once the layer below is final."""
+    t = MaskedAutoregressiveTransform(features=features, hidden_features=hidden, rngs=nnx.Rngs(0))
+    (group,) = schedule(with_null_units(t.layout)[0])
+    lowest = int(t.layout.hidden_degrees[0][0]) + 1
+    assert (group.steps == lowest).sum() == times
+    bijection = scramble(t, seed=0)()
+    y = jax.random.normal(jax.random.key(1), (7, features))
+    (x, ladj), (x_full, ladj_full) = both_inverses(bijection, y)
+    np.testing.assert_allclose(x, x_full, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ladj, ladj_full, rtol=1e-4, atol=1e-4)
+
+
 def test_reverse_mode_through_the_inverse_equals_the_implicit_derivative():
     """The deprecated ``derivative="autodiff"`` differentiates through the inverse's
     operations, the scan over blocks and the parts' ``lax.switch`` included."""
