@@ -145,16 +145,16 @@ def _group(
     part = np.concatenate(
         [np.full(len(a), p) for p, a in enumerate(np.array_split(steps, parts))]
     ).astype(np.int32)
-    ranks, chunks, widths = steps, [None] * len(layout.hidden_degrees), []
+    # per hidden layer, the window's width and chunk (None: from the steps' degrees)
+    ranks, windows = steps, [(None, None)] * len(layout.hidden_degrees)
     if lowest is not None:
         flat = steps.ravel()
         repeat = flat == lowest
         times = np.cumsum(repeat) - 1  # the how-many-th time of the lowest step
-        lag = 0
-        for i, (width, count) in enumerate(_chunks(layout)):
+        lag, windows = 0, []
+        for width, count in _chunks(layout):
             chunk = np.where(repeat, np.clip(times - lag, 0, count - 1), -1)
-            chunks[i] = chunk.reshape(steps.shape)
-            widths.append(width)
+            windows.append((width, chunk.reshape(steps.shape)))
             lag += count - 1
         # the lowest step's outputs read every layer: final only the last time
         ranks = np.where(repeat & (times < lag), lowest - 1, flat).reshape(steps.shape)
@@ -162,11 +162,9 @@ def _group(
     # inputs of the first layer are features: rank r is final after step r
     before, inside = np.minimum(features, a * block), np.minimum(features, (b - 1) * block)
     layers = []
-    for i, (degree, chunk) in enumerate(zip(layout.hidden_degrees, chunks)):
-        if chunk is None:
+    for degree, (width, chunk) in zip(layout.hidden_degrees, windows):
+        if width is None:
             width = max(1, int((degree[None, :] == steps.reshape(-1, 1) - 1).sum(axis=1).max()))
-        else:
-            width = widths[i]
         starts = _window_starts(degree, steps, width, chunk)
         final = np.stack([before, np.maximum(before, inside)], 1)
         layers.append(_layer(starts, width, len(degree), final, part))
@@ -229,12 +227,12 @@ def schedule(layout: MadeLayout, blocks: int | None = None, groups: int = 4) -> 
         return (_blocks(layout, steps, blocks, groups),)
     lowest = int(layout.hidden_degrees[0][0]) + 1  # the step of the lowest degree
     head, peeled, rest = steps[:lowest], steps[lowest : lowest + 1], steps[lowest + 1 :]
-    chunks = _chunks(layout)
-    times = 1 + sum(count - 1 for _, count in chunks)
+    counts = [count for _, count in _chunks(layout)]
+    times = 1 + sum(count - 1 for count in counts)
     # (repeated, the lowest step's outputs before the last time are those of the
     # rank below: none below rank 0, where a hidden degree is -1)
     repeat = times == 1 or (head.size and (times - 1) * REPEAT <= steps.size)
-    if rest.size and all(count for _, count in chunks) and repeat:
+    if rest.size and all(counts) and repeat:
         # one group: the head's windows hold the lowest degree's units, not final
         # yet, which the step of the lowest degree recomputes in the same block; it
         # comes once more for every window more that a layer's lowest degree fills
