@@ -255,6 +255,12 @@ def _update(a: jax.Array, rows: jax.Array, start) -> jax.Array:
     return jax.lax.dynamic_update_slice_in_dim(a, rows, start, 0, allow_negative_indices=False)
 
 
+def _kernel_block(kernel: jax.Array, lo, span: int, in_lo, in_span: int, input_major: bool):
+    """Weights from inputs ``[in_lo, in_lo + in_span)`` to units ``[lo, lo + span)``, as stored."""
+    out_axis = 1 if input_major else 0
+    return _rows(_rows(kernel, lo, span, out_axis), in_lo, in_span, 1 - out_axis)
+
+
 def _outer(
     t, weights: Pair, below: jax.Array, lo, work: Layer, before: int, input_major: bool
 ) -> jax.Array:
@@ -267,12 +273,10 @@ def _outer(
     kernel, b = weights
     pre = _rows(b, lo, work.span)
     pre = pre[:, None] if pre.ndim == 1 else pre
-    if before > 0 and input_major:
-        w = _rows(kernel[:before], lo, work.span, axis=1)
-        dims = (((0,), (0,)), ((), ()))
+    if before > 0:
+        w = _kernel_block(kernel, lo, work.span, 0, before, input_major)
+        dims = (((0 if input_major else 1,), (0,)), ((), ()))
         pre = pre + jax.lax.dot_general(w, below[:before], dims, precision=t.precision)
-    elif before > 0:
-        pre = pre + matmul(_rows(kernel, lo, work.span)[:, :before], below[:before], t.precision)
     return jnp.broadcast_to(pre, (work.span, below.shape[1]))
 
 
@@ -284,10 +288,8 @@ def _inner(
     Zero outside ``inside``, the inputs that become final within the block: the
     others are already in ``_outer``.
     """
-    if input_major:
-        w = _rows(_rows(w, lo, work.span, axis=1), below_lo, below_span).T
-    else:
-        w = _rows(_rows(w, lo, work.span), below_lo, below_span, axis=1)
+    w = _kernel_block(w, lo, work.span, below_lo, below_span, input_major)
+    w = w.T if input_major else w
     unit = below_lo + jnp.arange(below_span)
     return jnp.where((unit >= inside[0]) & (unit < inside[1]), w, 0)
 
